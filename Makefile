@@ -1,0 +1,29 @@
+# Every target does its own set-up on a fresh clone: the venv is created and the project installed on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/wconv_demo
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The tests force 8 fake CPU devices themselves (tests/conftest.py).
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# The main job on the offline demo data (a few minutes on 2 CPU cores).
+demo: $(VENV)/.installed
+	$(PY) -m jaxinpaint.main --config=configs/wconv.py:demo --workdir=$(WORKDIR)
+
+bench: $(VENV)/.installed
+	$(PY) bench/layers.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,13 @@
+"""Test set-up: 8 fake CPU devices and parsed absl flags, before anything imports jax."""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import flags  # noqa: E402
+
+# grain worker processes and absl-using code read flags; tests never parse argv.
+flags.FLAGS.mark_as_parsed()
