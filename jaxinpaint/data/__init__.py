@@ -1,0 +1,1 @@
+"""Input data: image sources (`sources`), mask generators (`masks`) and the grain pipeline (`pipeline`)."""

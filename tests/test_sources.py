@@ -1,0 +1,189 @@
+"""Sources: TFDS (under mock_data), image folders (with a corrupt file), offline demo photographs."""
+import logging
+import math
+import os
+import pickle
+import re
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from ml_collections import ConfigDict
+from PIL import Image
+
+from jaxinpaint.data import sources
+
+
+def _write(path, array, **save_kwargs):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array).save(path, **save_kwargs)
+
+
+def _image_folder(root):
+  """Writes 9 distinct lossless images of various sizes (nested folders, mixed-case extensions) and junk.
+
+  Returns {relative path: uint8 array}.
+  """
+  rng = np.random.default_rng(0)
+  names = ["a.png", "b.PNG", "sub/c.bmp", "sub/d.webp", "sub/deeper/e.png", "sub/deeper/f.png", "g.png",
+           "other/h.png", "other/i.Png"]
+  images = {}
+  for i, name in enumerate(names):
+    array = rng.integers(0, 256, (10 + 3 * i, 30 - 2 * i, 3), dtype=np.uint8)
+    _write(os.path.join(root, name), array, **({"lossless": True} if name.endswith("webp") else {}))
+    images[name] = array
+  with open(os.path.join(root, "notes.txt"), "w") as f:
+    f.write("not an image")
+  return images
+
+
+def test_to_rgb_converts_gray_rgba_bool_float():
+  gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+  np.testing.assert_array_equal(sources.to_rgb(gray), np.stack([gray] * 3, -1))
+  np.testing.assert_array_equal(sources.to_rgb(gray[..., None]), np.stack([gray] * 3, -1))
+  rgba = np.arange(48, dtype=np.uint8).reshape(3, 4, 4)
+  np.testing.assert_array_equal(sources.to_rgb(rgba), rgba[..., :3])
+  assert sources.to_rgb(np.array([[True, False]])).tolist() == [[[255] * 3, [0] * 3]]
+  assert sources.to_rgb(np.array([[0.0, 0.5, 1.0]])).tolist() == [[[0] * 3, [128] * 3, [255] * 3]]
+  with pytest.raises(ValueError, match=r"\(3, 4, 2\)"):
+    sources.to_rgb(np.zeros((3, 4, 2), np.uint8))
+  with pytest.raises(ValueError, match="int32"):
+    sources.to_rgb(np.zeros((3, 4), np.int32))
+
+
+def test_tfds_source_reads_mock_celeb_a_as_rgb_uint8():
+  with tfds.testing.mock_data(num_examples=5):
+    source = sources.TfdsSource("celeb_a", "train")
+    assert len(source) == 5
+    images = [source[i] for i in range(5)]
+    assert all(im.dtype == np.uint8 and im.shape == (218, 178, 3) for im in images)
+    assert repr(source) == "TfdsSource(name='celeb_a', split='train', data_dir=None)"
+    # Workers get the source by pickle; it reopens the files and reads the same pixels.
+    clone = pickle.loads(pickle.dumps(source))
+    np.testing.assert_array_equal(clone[3], images[3])
+    assert repr(clone) == repr(source)
+
+
+def test_tfds_source_repeats_grayscale_to_rgb():
+  with tfds.testing.mock_data(num_examples=3):
+    image = sources.TfdsSource("mnist", "test")[1]
+  assert image.shape == (28, 28, 3) and image.dtype == np.uint8
+  np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def test_tfds_source_missing_dataset_says_how_to_prepare(tmp_path):
+  command = re.escape(f"tfds build celeb_a --file_format=array_record --data_dir={tmp_path}")
+  with pytest.raises(ValueError, match=rf"'celeb_a' is not prepared at .*; prepare it with: {command}$") as error:
+    sources.TfdsSource("celeb_a", "train", data_dir=str(tmp_path))
+  assert "\n" not in str(error.value)
+  with pytest.raises(ValueError, match=r"tfds build imagenet2012 .*--manual_dir=DIR"):
+    sources.TfdsSource("imagenet2012", "validation", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match=r"^'no_such_dataset' is not a TFDS builder"):
+    sources.TfdsSource("no_such_dataset", "train", data_dir=str(tmp_path))
+  assert os.listdir(tmp_path) == []  # Nothing downloaded or prepared.
+
+
+def test_folder_source_finds_splits_and_decodes(tmp_path):
+  images = _image_folder(str(tmp_path))
+  train = sources.FolderSource(str(tmp_path), "train", eval_fraction=0.25)
+  held = sources.FolderSource(str(tmp_path), "eval", eval_fraction=0.25)
+  assert len(held) == math.ceil(9 * 0.25) and len(train) == 9 - len(held)
+  found = {os.path.relpath(f, tmp_path) for f in train.files + held.files}
+  assert found == set(images) and not set(train.files) & set(held.files)
+  assert train.files == sorted(train.files)
+  for source in (train, held):
+    for i, path in enumerate(source.files):
+      np.testing.assert_array_equal(source[i], images[os.path.relpath(path, tmp_path)])
+  # Deterministic: a second scan gives the same split; the repr names the folder and split.
+  assert sources.FolderSource(str(tmp_path), "eval", eval_fraction=0.25).files == held.files
+  assert repr(held) == f"FolderSource(path={str(tmp_path)!r}, split='eval', eval_fraction=0.25)"
+  assert train.num_skipped == 0
+
+
+def test_folder_source_skips_and_counts_corrupt_file(tmp_path, caplog):
+  images = _image_folder(str(tmp_path))
+  with open(tmp_path / "a0_corrupt.png", "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n this is not a png")
+  source = sources.FolderSource(str(tmp_path), "train", eval_fraction=0.0)
+  assert len(source) == 10
+  bad = [os.path.basename(f) for f in source.files].index("a0_corrupt.png")
+  with caplog.at_level(logging.WARNING):
+    replacement = source[bad]
+  # Replaced by the next readable file in sorted order, so batches keep their size.
+  np.testing.assert_array_equal(replacement, images[os.path.relpath(source.files[bad + 1], tmp_path)])
+  assert source.num_skipped == 1
+  assert any("a0_corrupt.png" in r.getMessage() and "Skipping" in r.getMessage() for r in caplog.records)
+  source[bad]
+  assert source.num_skipped == 1  # Counted once.
+
+
+def test_folder_source_all_corrupt_raises(tmp_path):
+  for name in ("x.png", "y.jpg"):
+    (tmp_path / name).write_bytes(b"garbage")
+  source = sources.FolderSource(str(tmp_path), "train", eval_fraction=0.0)
+  with pytest.raises(ValueError, match="no readable image"):
+    source[0]
+  assert source.num_skipped == 2
+
+
+def test_folder_source_bad_folders(tmp_path):
+  with pytest.raises(ValueError, match="missing_dir"):
+    sources.FolderSource(str(tmp_path / "missing_dir"), "train")
+  (tmp_path / "empty" / "nested").mkdir(parents=True)
+  (tmp_path / "empty" / "readme.txt").write_text("no images here")
+  with pytest.raises(ValueError, match=r"empty'.*holds no"):
+    sources.FolderSource(str(tmp_path / "empty"), "train")
+  _write(str(tmp_path / "one" / "only.png"), np.zeros((8, 8, 3), np.uint8))
+  with pytest.raises(ValueError, match="'train' split empty"):
+    sources.FolderSource(str(tmp_path / "one"), "train", eval_fraction=0.5)
+  with pytest.raises(ValueError, match="split must be one of"):
+    sources.FolderSource(str(tmp_path / "one"), "validation")
+
+
+def test_demo_source_real_photos_with_disjoint_eval():
+  train, held = sources.DemoSource("train"), sources.DemoSource("eval")
+  assert len(train) >= 6 and len(held) >= 2
+  assert set(train.names).isdisjoint(held.names)
+  assert set(held.names) <= set(sources.DEMO_EVAL_PHOTOS)
+  fingerprints = {}
+  for source in (train, held):
+    for i in range(len(source)):
+      image = source[i]
+      assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+      assert min(image.shape[:2]) >= 256 and image.std() > 10  # Real photos, not blank placeholders.
+      fingerprints[(image.shape, image[::17, ::13].tobytes())] = source.split
+  assert len(fingerprints) == len(train) + len(held)  # No photo appears twice, in either split.
+  assert train.num_skipped + len(train) + held.num_skipped + len(held) == len(sources.DEMO_PHOTOS)
+  assert repr(train) == "DemoSource(split='train')"
+
+
+def test_demo_source_skips_and_counts_unavailable_photos(monkeypatch, caplog):
+  def missing():
+    raise FileNotFoundError("not in this install")
+  photos = dict(sources.DEMO_PHOTOS, chelsea=missing)
+  monkeypatch.setattr(sources, "DEMO_PHOTOS", photos)
+  with caplog.at_level(logging.WARNING):
+    held = sources.DemoSource("eval")
+  assert held.names == ["coffee", "grace_hopper"] and held.num_skipped == 1
+  assert any("'chelsea'" in r.getMessage() for r in caplog.records)
+  monkeypatch.setattr(sources, "DEMO_PHOTOS", {name: missing for name in photos})
+  with pytest.raises(ValueError, match="no demo photos could be loaded for split 'train'"):
+    sources.DemoSource("train")
+
+
+def test_make_source_dispatches(tmp_path):
+  _image_folder(str(tmp_path))
+  config = ConfigDict(dict(source="folder", name="celeb_a", path=str(tmp_path), train_split="train",
+                           eval_split="validation"))
+  assert isinstance(sources.make_source(config, "train"), sources.FolderSource)
+  config.source = "demo"
+  assert repr(sources.make_source(config, "eval")) == "DemoSource(split='eval')"
+  config.source, config.path = "tfds", ""
+  with tfds.testing.mock_data(num_examples=4):
+    source = sources.make_source(config, "eval")
+  assert repr(source) == "TfdsSource(name='celeb_a', split='validation', data_dir=None)" and len(source) == 4
+  config.source = "s3"
+  with pytest.raises(ValueError, match="'s3'"):
+    sources.make_source(config, "train")
+  with pytest.raises(ValueError, match="split must be one of"):
+    sources.make_source(config, "test")
