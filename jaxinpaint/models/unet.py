@@ -1,0 +1,140 @@
+"""The partial-convolution inpainting U-Net (Liu et al. 2018), with any masked convolution.
+
+Encoder: 7x7/64, 5x5/128, 5x5/256, then 3x3/512 convolutions, all stride 2 (`depth` layers: 7 at 256 px, 8 at
+512 px); ReLU, BatchNorm on every layer but the first. Decoder: nearest x2 upsampling of features *and* mask,
+concatenation with the encoder skip (features and masks alike), 3x3 conv, BatchNorm, LeakyReLU(0.2); the last
+layer sees the input image and its mask and has neither norm nor activation.
+
+`conv` picks the layer (see `jaxinpaint.layers.MASKED_CONVS`):
+- 'partial' (PConv) and 'weighted' (WConv, seed 004): the mask travels beside the features; the skip masks are
+  concatenated per channel, so the window sums count every channel of the concatenated input.
+- 'gated' and 'plain': the conv sees the holes zeroed with the mask appended as a fourth input channel (the usual
+  baseline); the mask is still carried for shapes and the composite.
+`norm` defaults to BatchNorm, and to the weighted BatchNorm of seed 004 (eqs. 4 and 6) for 'weighted'.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxinpaint import layers
+
+NORMS = ("batch", "weighted_batch", "none")
+
+
+def upsample2(x: jnp.ndarray) -> jnp.ndarray:
+  """Nearest-neighbour x2 upsampling of f32[B, H, W, C] -> f32[B, 2H, 2W, C] (a broadcast, no gather)."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def composite(image: jnp.ndarray, output: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
+  """Known pixels from `image`, holes from `output`: valid * image + (1 - valid) * output.
+
+  image, output: f32[B, H, W, C]; valid: f32[B, H, W, 1] (1 = known).
+  """
+  return valid * image + (1.0 - valid) * output
+
+
+def check_unet_input(image: jnp.ndarray, valid: jnp.ndarray, depth: int) -> None:
+  """Raises ValueError naming the shapes when the U-Net cannot take `image`/`valid`."""
+  if image.ndim != 4 or valid.ndim != 4:
+    raise ValueError(
+        f"InpaintingUNet expects image f32[B, H, W, C] and valid f32[B, H, W, 1]; got image {image.shape} and "
+        f"valid {valid.shape}")
+  if valid.shape[:3] != image.shape[:3] or valid.shape[3] != 1:
+    raise ValueError(f"valid must be f32[B, H, W, 1] matching image {image.shape}; got {valid.shape}")
+  step = 2**depth
+  h, w = image.shape[1:3]
+  if h % step or w % step:
+    raise ValueError(
+        f"InpaintingUNet(depth={depth}) needs H and W divisible by 2**{depth} = {step}; got H={h}, W={w} "
+        f"(image {image.shape}). Sizes that work: {step}, {2 * step}, {3 * step}, ... — pad or crop, or lower "
+        f"`depth`.")
+
+
+class InpaintingUNet(nn.Module):
+  """Inpainting U-Net: `output = model(image, valid, train)`.
+
+  image: f32[B, H, W, 3] in [-1, 1] (hole pixels may hold anything; they are masked out here);
+  valid: f32[B, H, W, 1] (1 = known). H and W must be divisible by 2**depth. Returns f32[B, H, W, out_channels]
+  (no output activation, as in the paper); use `composite` to paste back the known pixels.
+  """
+
+  conv: str = "partial"
+  depth: int = 7
+  features: Sequence[int] = (64, 128, 256, 512)
+  kernel_sizes: Sequence[int] = (7, 5, 5, 3)
+  norm: str | None = None  # None: 'weighted_batch' for conv='weighted', else 'batch'
+  norm_momentum: float = 0.99
+  norm_epsilon: float = 1e-5
+  freeze_encoder_norm: bool = False  # the paper's fine-tuning stage: encoder norms use running statistics
+  out_channels: int = 3
+  dtype: Any = jnp.float32  # activation dtype; params stay float32
+
+  def _width(self, level: int) -> int:
+    return self.features[min(level, len(self.features) - 1)]
+
+  def _kernel(self, level: int) -> int:
+    return self.kernel_sizes[min(level, len(self.kernel_sizes) - 1)]
+
+  @nn.compact
+  def __call__(self, image: jnp.ndarray, valid: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    check_unet_input(image, valid, self.depth)
+    conv_cls = layers.get_conv(self.conv)
+    norm = self.norm or ("weighted_batch" if self.conv == "weighted" else "batch")
+    if norm not in NORMS:
+      raise ValueError(f"InpaintingUNet norm must be one of {NORMS}; got {norm!r}")
+    carries_mask = self.conv in ("partial", "weighted")
+
+    valid = valid.astype(jnp.float32)
+    x = image.astype(self.dtype) * valid.astype(self.dtype)
+    if not carries_mask:
+      x = jnp.concatenate([x, valid.astype(self.dtype)], axis=-1)
+    skips = [(x, valid)]
+
+    def normalise(h, m, name, use_running_average):
+      if norm == "none":
+        return h
+      if norm == "weighted_batch":
+        return layers.WeightedBatchNorm(
+            momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name)(
+                h, m, use_running_average=use_running_average)
+      return nn.BatchNorm(
+          momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name)(
+              h, use_running_average=use_running_average)
+
+    h, m = x, valid
+    for level in range(self.depth):
+      k = self._kernel(level)
+      h, m = conv_cls(self._width(level), (k, k), strides=(2, 2), dtype=self.dtype, name=f"enc{level + 1}")(h, m)
+      if level > 0:
+        h = normalise(h, m, f"enc{level + 1}_norm", not train or self.freeze_encoder_norm)
+      h = nn.relu(h)
+      skips.append((h, m))
+
+    h, m = skips.pop()
+    for level in reversed(range(self.depth)):
+      skip_h, skip_m = skips.pop()
+      h, m = upsample2(h), upsample2(m)
+      last = level == 0
+      if carries_mask:
+        # Per-channel masks of the concatenated input, so sum(1) and sum(M) count every channel.
+        cat_m = jnp.concatenate(
+            [jnp.broadcast_to(m, h.shape[:3] + (h.shape[-1],)),
+             jnp.broadcast_to(skip_m, skip_h.shape[:3] + (skip_h.shape[-1],))], axis=-1)
+      else:
+        cat_m = jnp.maximum(m, skip_m)
+      h = jnp.concatenate([h, skip_h.astype(h.dtype)], axis=-1)
+      width = self.out_channels if last else self._width(level - 1)
+      # DeepFill's rule for gated nets: the output conv is ungated-linear (identity feature activation).
+      extra = {"activation": None} if (last and self.conv == "gated") else {}
+      h, m = conv_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **extra)(h, cat_m)
+      if not last:
+        h = normalise(h, m, f"dec{level + 1}_norm", not train)
+        h = nn.leaky_relu(h, 0.2)
+    return h.astype(jnp.float32)
