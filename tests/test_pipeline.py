@@ -257,3 +257,11 @@ def test_demo_config_and_iterate_images():
   image = source[0]
   top, left = (image.shape[0] - 32) // 2, (image.shape[1] - 32) // 2
   np.testing.assert_array_equal(crops[0], image[top:top + 32, left:left + 32])
+
+
+def test_fit_image_shorter_side_keeps_aspect():
+  image = np.zeros((100, 200, 3), np.uint8)
+  out = pipeline.fit_image(image, 32, shorter_side=64)
+  assert out.shape == (64, 128, 3)
+  with pytest.raises(ValueError, match="shorter_side=16 is smaller than image_size=32"):
+    pipeline.fit_image(image, 32, shorter_side=16)

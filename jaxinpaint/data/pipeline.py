@@ -38,12 +38,20 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
-def fit_image(image: np.ndarray, size: int, resize: tuple[int, int] | None = None) -> np.ndarray:
+def fit_image(image: np.ndarray, size: int, resize: tuple[int, int] | None = None,
+              shorter_side: int = 0) -> np.ndarray:
   """Resize uint8[H, W, 3] so that a size x size crop fits.
 
-  `resize=(h, w)` resizes to exactly h x w (e.g. CelebA 218x178 -> 313x256 before 256 crops); with None the
-  image is kept if both sides are >= size, else its shorter side is scaled up to size (aspect kept).
+  `resize=(h, w)` resizes to exactly h x w (e.g. CelebA 218x178 -> 313x256 before 256 crops);
+  `shorter_side=n` scales the shorter side to n, aspect kept (so crops of big photos show whole objects, not
+  details); with neither the image is kept if both sides are >= size, else its shorter side is scaled up to size.
   """
+  if shorter_side:
+    if shorter_side < size:
+      raise ValueError(f"config.data.shorter_side={shorter_side} is smaller than image_size={size}")
+    height, width = image.shape[:2]
+    scale = shorter_side / min(height, width)
+    return resize_image(image, max(shorter_side, round(height * scale)), max(shorter_side, round(width * scale)))
   if resize is not None:
     height, width = (int(v) for v in resize)
     if min(height, width) < size:
@@ -84,21 +92,21 @@ def to_example(image: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def train_example(image: np.ndarray, rng: np.random.Generator, *, size: int, resize: tuple[int, int] | None,
-                  random_flip: bool, mask_fn: MaskFn) -> dict[str, np.ndarray]:
+                  random_flip: bool, mask_fn: MaskFn, shorter_side: int = 0) -> dict[str, np.ndarray]:
   """One training example: resize, random crop, random horizontal flip, then a mask, all drawn from `rng`."""
-  image = random_crop(fit_image(image, size, resize), size, rng)
+  image = random_crop(fit_image(image, size, resize, shorter_side), size, rng)
   if random_flip and rng.random() < 0.5:
     image = image[:, ::-1]
   return to_example(image, draw_valid(mask_fn, rng, size))
 
 
 def eval_example(index: int, *, source, size: int, resize: tuple[int, int] | None,
-                 mask_fn: MaskFn) -> dict[str, np.ndarray]:
+                 mask_fn: MaskFn, shorter_side: int = 0) -> dict[str, np.ndarray]:
   """Eval example `index`: image index % len(source), crop and mask seeded by (EVAL_SEED, index), no flip.
 
   Crop and mask use separate generators, so the eval images do not change with the mask kind.
   """
-  image = fit_image(source[index % len(source)], size, resize)
+  image = fit_image(source[index % len(source)], size, resize, shorter_side)
   image = random_crop(image, size, np.random.default_rng([EVAL_SEED, 0, index]))
   return to_example(image, draw_valid(mask_fn, np.random.default_rng([EVAL_SEED, 1, index]), size))
 
@@ -147,7 +155,8 @@ def make_train_dataset(config, process_index: int = 0, process_count: int = 1, *
     raise ValueError(f"training source {source!r} is empty")
   mask_fn = configured_mask_fn(config.masks, config.masks.kind) if mask_fn is None else mask_fn
   augment = functools.partial(train_example, size=config.data.image_size, resize=_resize_option(config.data),
-                              random_flip=config.data.random_flip, mask_fn=mask_fn)
+                              random_flip=config.data.random_flip, mask_fn=mask_fn,
+                              shorter_side=config.data.get("shorter_side", 0))
   dataset = (grain.MapDataset.source(source).seed(config.seed).shuffle().repeat().random_map(augment)
              [process_index::process_count].batch(batch, drop_remainder=True))
   dataset = dataset.to_iter_dataset(READ_OPTIONS)
@@ -184,7 +193,8 @@ def make_eval_batches(config, process_index: int = 0, process_count: int = 1, *,
   mask_fn = configured_mask_fn(config.masks, config.masks.eval_kind) if mask_fn is None else mask_fn
   indices = [k * config.batch_size + process_index * batch + j for k in range(num_batches) for j in range(batch)]
   prepare = functools.partial(eval_example, source=source, size=config.data.image_size,
-                              resize=_resize_option(config.data), mask_fn=mask_fn)
+                              resize=_resize_option(config.data), mask_fn=mask_fn,
+                              shorter_side=config.data.get("shorter_side", 0))
   dataset = grain.MapDataset.source(indices).map(prepare).batch(batch, drop_remainder=True)
   return list(dataset.to_iter_dataset(READ_OPTIONS))
 

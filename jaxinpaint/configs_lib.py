@@ -1,0 +1,116 @@
+"""Shared config pieces: the full default config every method file starts from, the `demo`/`tiny` variants, and
+validation that turns a bad value into one clear line before any work starts.
+
+Each `configs/<method>.py` builds on `base_config()`, sets what its paper says, and ends with
+`return apply_variant(config, arg)`. Configs are locked by `config_flags`, so unknown keys and wrong types fail at
+parse time; `validate_config` catches unknown names and impossible sizes.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+VARIANTS = ("demo", "tiny")
+DATA_SOURCES = ("demo", "folder", "tfds")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Seed 004's setup (WConv U-Net, partial-conv loss, CelebA 256 px, free-form masks); methods override."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = "inpainting"
+  c.batch_size = 25  # global, over all devices and processes
+  c.num_train_steps = 300_000
+
+  c.model = ml_collections.ConfigDict(dict(
+      name="unet", conv="weighted", depth=7, features=(64, 128, 256, 512), kernel_sizes=(7, 5, 5, 3),
+      norm="",  # '' = the conv's default: weighted BatchNorm for 'weighted', BatchNorm otherwise
+      norm_momentum=0.999, norm_epsilon=1e-8, freeze_encoder_norm=False, out_channels=3))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      name="pconv",  # 'pconv' (Liu et al. total loss), 'mse' (seed 002), 'l1'
+      weights=ml_collections.ConfigDict(dict(valid=1.0, hole=6.0, perceptual=0.05, style=120.0, tv=0.1)),
+      vgg_weights=""))  # local .npz from scripts/convert_vgg16.py; '' = perceptual/style off (logged)
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=5e-4, end_learning_rate=1e-5, schedule="exponential", warmup_steps=0,
+      b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0, weight_decay=0.0,
+      finetune_step=0, finetune_learning_rate=5e-5))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="tfds", name="celeb_a", path="", train_split="train", eval_split="validation", image_size=256,
+      resize=config_dict.placeholder(tuple), shorter_side=0, random_flip=True, num_workers=2, eval_examples=200))
+  c.data.resize = (313, 256)  # seed 004: CelebA scaled to 256x313 (w x h), then random 256x256 crops
+
+  c.masks = ml_collections.ConfigDict(dict(kind="free_form", eval_kind="free_form", folder=""))
+
+  c.train = ml_collections.ConfigDict(dict(
+      log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3, async_checkpointing=True,
+      ema_decay=0.0, activation_dtype="float32"))
+  return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """`demo`: offline photos, 64 px, a few minutes on 2 CPU cores. `tiny`: 32 px, seconds, for tests."""
+  if arg in (None, ""):
+    return c
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}; variants: {', '.join(VARIANTS)}")
+  c.data.source, c.data.name, c.data.resize = "demo", "demo", None
+  c.data.shorter_side = 2 * (64 if arg == "demo" else 32)  # crops show a quarter of a photo, not a detail
+  c.data.train_split, c.data.eval_split = "train", "eval"
+  if arg == "demo":
+    c.batch_size = 8
+    c.num_train_steps = 1200
+    c.model.depth = 6
+    c.model.norm_momentum = 0.9  # running statistics must settle within a short run
+    c.model.features = (32, 64, 128, 128)
+    c.data.image_size = 64
+    c.data.eval_examples = 32
+    c.data.num_workers = 2
+    c.optim.learning_rate, c.optim.end_learning_rate = 1e-3, 1e-4
+    c.train.update(log_every=50, eval_every=300, checkpoint_every=300)
+  else:
+    c.batch_size = 8
+    c.num_train_steps = 20
+    c.model.depth = 5
+    c.model.features = (8, 16, 16, 16)
+    c.model.norm_momentum = 0.9
+    c.data.image_size = 32
+    c.data.eval_examples = 8
+    c.data.num_workers = 0
+    c.optim.learning_rate, c.optim.end_learning_rate = 2e-3, 1e-3
+    c.train.update(log_every=5, eval_every=10, checkpoint_every=10, async_checkpointing=False)
+  if c.optim.schedule == "finetune":
+    c.optim.finetune_step = c.num_train_steps * 3 // 4
+  return c
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+  """One clear ValueError line for values the config type checks cannot catch."""
+  from jaxinpaint import layers  # late imports: configs files import this module without jax set-up
+  from jaxinpaint.data import pipeline
+
+  if c.batch_size <= 0:
+    raise ValueError(f"config.batch_size must be positive; got {c.batch_size}")
+  if c.num_train_steps <= 0:
+    raise ValueError(f"config.num_train_steps must be positive; got {c.num_train_steps}")
+  for key in ("log_every", "eval_every", "checkpoint_every"):
+    if c.train[key] <= 0:
+      raise ValueError(f"config.train.{key} must be positive; got {c.train[key]}")
+  if c.data.source not in DATA_SOURCES:
+    raise ValueError(f"config.data.source must be one of {DATA_SOURCES}; got {c.data.source!r}")
+  if c.data.source == "folder" and not c.data.path:
+    raise ValueError("config.data.source='folder' needs config.data.path (a folder of images)")
+  if c.data.image_size <= 0:
+    raise ValueError(f"config.data.image_size must be positive; got {c.data.image_size}")
+  if c.model.name == "unet":
+    layers.get_conv(c.model.conv)
+    step = 2**c.model.depth
+    if c.data.image_size % step:
+      raise ValueError(
+          f"config.data.image_size={c.data.image_size} is not divisible by 2**model.depth={step}; use a multiple "
+          f"of {step} or change model.depth")
+  for key in ("kind", "eval_kind"):
+    pipeline.configured_mask_fn(c.masks, c.masks[key])

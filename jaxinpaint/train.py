@@ -1,0 +1,291 @@
+"""The generic, sharded trainer: one pure train step under `jax.jit`, any task (U-Net, GAN, DCGAN).
+
+big_vision / flax-examples style: the state is a plain pytree whose shapes come from `jax.eval_shape(init)`, its
+shardings from the mesh; the update is one pure function jitted with `donate_argnums=(0,)`, its key
+`fold_in(seed_key, step)`. Metrics are `clu.metrics` collections merged on device and fetched only every
+`log_every` steps; a non-finite loss stops the run with an error naming the step before any checkpoint of it is
+written, so the last good checkpoint stays the latest.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from jax.experimental import multihost_utils
+
+from jaxinpaint import checkpointing, metrics, sharding, visualize
+from jaxinpaint.configs_lib import validate_config
+from jaxinpaint.data import pipeline
+from jaxinpaint.tasks import make_task
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: i32[]; params; model_state: non-param collections (batch_stats, spectral-norm vectors, ...);
+  opt_state; ema_params: exponential moving average of params, or None when EMA is off."""
+
+  step: jax.Array
+  params: PyTree
+  model_state: PyTree
+  opt_state: PyTree
+  ema_params: PyTree = None
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when a train step produced a NaN/inf loss; names the step."""
+
+
+def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+  s = config.data.image_size
+  return {"image": jax.ShapeDtypeStruct((batch_size, s, s, 3), jnp.float32),
+          "valid": jax.ShapeDtypeStruct((batch_size, s, s, 1), jnp.float32)}
+
+
+def init_state(rng: jax.Array, *, task, tx: optax.GradientTransformation, config) -> TrainState:
+  """Initial state from a one-example dummy batch (variable shapes do not depend on the batch size)."""
+  batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch(config, 1).items()}
+  variables = dict(task.init(rng, batch))
+  params = variables.pop("params")
+  ema = params if config.train.ema_decay > 0 else None
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                    opt_state=tx.init(params), ema_params=ema)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, task, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, ema_decay: float, key: jax.Array, metrics_cls) -> tuple[TrainState, Any]:
+  """One optimisation step. Pure: the same state, batch and key give the same result on any mesh."""
+  rng = jax.random.fold_in(key, state.step)
+  grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+  (loss, (model_state, terms)), grads = grad_fn(state.params, state.model_state, batch, rng, state.step)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_params
+  if ema_decay > 0:
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+  new_state = state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+                            ema_params=ema)
+  values = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads),
+            "learning_rate": schedule(state.step)}
+  return new_state, metrics_cls.single_from_model_output(**values)
+
+
+def make_train_metrics_cls(task) -> type[clu_metrics.Collection]:
+  names = ("loss", *task.metric_names, "grad_norm")
+  fields = {n: clu_metrics.Average.from_output(n) for n in names}
+  fields["learning_rate"] = clu_metrics.LastValue.from_output("learning_rate")
+  return clu_metrics.Collection.create(**fields)
+
+
+def eval_step(params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], *, task):
+  """Seed 004's protocol on one batch; returns (metric collection, predictions in [-1, 1])."""
+  pred = task.predict(params, model_state, batch)
+  to01 = lambda x: (jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0
+  return metrics.collect_inpainting_metrics(to01(batch["image"]), to01(pred["output"]), batch["valid"]), pred
+
+
+class Trainer:
+  """Builds everything a run needs once; `train_and_evaluate` drives it."""
+
+  def __init__(self, config: ml_collections.ConfigDict, devices: list | None = None):
+    validate_config(config)
+    self.config = config
+    self.mesh = sharding.make_mesh(devices)
+    sharding.check_batch_size(config.batch_size, self.mesh)
+    self.num_steps = config.num_train_steps
+    self.task = make_task(config)
+    self.tx, self.schedule = self.task.make_optimizer(self.num_steps)
+    key = jax.random.key(config.seed)
+    self.init_key, self.step_key = jax.random.split(key)
+    self.metrics_cls = make_train_metrics_cls(self.task)
+
+    init = functools.partial(init_state, task=self.task, tx=self.tx, config=config)
+    self.abstract_state = jax.eval_shape(init, self.init_key)
+    self.state_shardings = sharding.state_shardings(self.abstract_state, self.mesh)
+    self._init = jax.jit(init, out_shardings=self.state_shardings)
+    self.batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in ("image", "valid")}
+    self.eval_step = jax.jit(functools.partial(eval_step, task=self.task))
+
+  def _jit_train_step(self, task):
+    step = functools.partial(train_step, task=task, tx=self.tx, schedule=self.schedule,
+                             ema_decay=self.config.train.ema_decay, key=self.step_key,
+                             metrics_cls=self.metrics_cls)
+    return jax.jit(step, donate_argnums=(0,), in_shardings=(self.state_shardings, self.batch_shardings),
+                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
+
+  def finetune_task_at(self, step: int):
+    """The partial-conv paper's second stage starts at `optim.finetune_step` (frozen encoder norms)."""
+    optim = self.config.optim
+    return optim.schedule == "finetune" and step >= optim.finetune_step
+
+  def initial_state(self) -> TrainState:
+    return self._init(self.init_key)
+
+  def compile_step(self, task, state: TrainState):
+    """Lowers and compiles the step once (AOT) and logs what XLA says it needs per device, as maxtext does."""
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_shardings[k])
+             for k, v in example_batch(self.config, self.config.batch_size).items()}
+    t0 = time.perf_counter()
+    compiled = self._jit_train_step(task).lower(state, batch).compile()
+    self.memory = None
+    try:
+      mem = compiled.memory_analysis()
+    except Exception as e:  # best-effort on some backends
+      mem = None
+      logging.info("memory analysis unavailable: %s", e)
+    if mem is not None:
+      self.memory = {k: int(getattr(mem, k)) for k in (
+          "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")
+                     if hasattr(mem, k)}
+    logging.info("compiled the train step in %.1f s; memory per device (bytes): %s", time.perf_counter() - t0,
+                 self.memory)
+    self.train_step = compiled
+    return compiled
+
+  def evaluate_baseline(self, eval_batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """What the masked input itself scores (holes at 0, mid-grey): the floor a trained model must clear."""
+    fn = jax.jit(lambda b: metrics.collect_inpainting_metrics(
+        (b["image"] + 1) / 2, (b["image"] * b["valid"] + 1) / 2, b["valid"]))
+    total = None
+    for batch in eval_batches:
+      m = fn(sharding.to_global(batch, self.mesh))
+      total = m if total is None else total.merge(m)
+    return {k: float(v) for k, v in total.compute().items()}
+
+  def evaluate(self, state: TrainState, eval_batches: list[dict[str, np.ndarray]]):
+    """Averages seed 004's metrics over the fixed eval set; returns (metrics dict, first batch's predictions)."""
+    params = state.ema_params if state.ema_params is not None else state.params
+    total, first = None, None
+    for batch in eval_batches:
+      gbatch = sharding.to_global(batch, self.mesh)
+      m, pred = self.eval_step(params, state.model_state, gbatch)
+      total = m if total is None else total.merge(m)
+      if first is None:
+        first = (gbatch, pred)
+    values = {k: float(v) for k, v in total.compute().items()}
+    return values, first
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def write_samples(writer, workdir: str, step: int, first) -> str | None:
+  gbatch, pred = first
+  image, valid, output = (_gather(a) for a in (gbatch["image"], gbatch["valid"], pred["output"]))
+  if jax.process_index() != 0:
+    return None
+  grid = visualize.sample_grid(image, valid, output)
+  writer.write_images(step, {"samples": grid[None]})
+  return visualize.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
+                       devices: list | None = None) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  `stop_at` ends this invocation after that step exactly as a preemption would (checkpoint, then return): a
+  later call continues the same run. Returns {'state', 'step', 'eval': last eval metrics, 'history': {step:
+  averaged train metrics at each log step}, 'baseline': the masked input's eval metrics (fresh runs only)}.
+  """
+  trainer = Trainer(config, devices)
+  pidx, pcount = jax.process_index(), jax.process_count()
+  writer = metric_writers.create_default_writer(workdir, just_logging=pidx > 0)
+  writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+
+  train_iter = pipeline.make_train_iterator(config, process_index=pidx, process_count=pcount)
+  eval_batches = pipeline.make_eval_batches(config, process_index=pidx, process_count=pcount)
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints,
+                                    async_save=config.train.async_checkpointing)
+  target = checkpointing.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+  restored = ckpt.restore(target, train_iter)
+  if restored is None:
+    state, start = trainer.initial_state(), 0
+  else:
+    start, state = restored
+  trainer.compile_step(make_task(config, finetune=True) if trainer.finetune_task_at(start) else trainer.task,
+                       state)
+  logging.info("training %s from step %d to %d on %d devices (%d processes); global batch %d",
+               config.model.name, start, trainer.num_steps, trainer.mesh.devices.size, pcount, config.batch_size)
+
+  preempted = checkpointing.PreemptionFlag().install()
+  report = periodic_actions.ReportProgress(num_train_steps=trainer.num_steps, writer=writer)
+  train_metrics, pending, eval_values, history, baseline = None, [], {}, {}, {}
+  if start == 0:
+    baseline = trainer.evaluate_baseline(eval_batches)
+    writer.write_scalars(0, {f"eval_masked_input/{k}": v for k, v in baseline.items()})
+    logging.info("masked input (holes grey) scores: %s", baseline)
+  step = start
+  try:
+    with jax.set_mesh(trainer.mesh):
+      while step < trainer.num_steps:
+        if trainer.finetune_task_at(step) and not trainer.finetune_task_at(step - 1):
+          logging.info("step %d: fine-tuning stage, encoder norm statistics frozen", step)
+          trainer.compile_step(make_task(config, finetune=True), state)
+        batch = sharding.to_global(next(train_iter), trainer.mesh)
+        state, m = trainer.train_step(state, batch)
+        step += 1
+        pending.append((step, m.loss.total))
+        train_metrics = m if train_metrics is None else train_metrics.merge(m)
+        report(step)
+        last = step == trainer.num_steps
+        if step % config.train.log_every == 0 or last:
+          _check_finite_steps(pending)
+          history[step] = {k: float(v) for k, v in train_metrics.compute().items()}
+          writer.write_scalars(step, {f"train/{k}": v for k, v in history[step].items()})
+          train_metrics = None
+        if step % config.train.eval_every == 0 or last:
+          eval_values, first = trainer.evaluate(state, eval_batches)
+          writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_values.items()})
+          write_samples(writer, workdir, step, first)
+          logging.info("step %d eval: %s", step, eval_values)
+        stop = preempted.is_set() or ckpt.reached_preemption(step) or step == stop_at
+        if step % config.train.checkpoint_every == 0 or last or stop:
+          _check_finite_steps(pending)
+          ckpt.save(step, state, train_iter, force=True)
+        if stop:
+          logging.warning("stopping at step %d (preemption or stop_at): its checkpoint is written", step)
+          break
+  finally:
+    preempted.uninstall()
+    ckpt.close()
+    writer.flush()
+  return {"state": state, "step": step, "eval": eval_values, "history": history, "baseline": baseline}
+
+
+def _check_finite_steps(pending: list[tuple[int, jax.Array]]):
+  """Fetches the queued per-step losses in one host sync; raises naming the first non-finite step."""
+  if not pending:
+    return
+  steps = [s for s, _ in pending]
+  values = np.asarray(jax.device_get([v for _, v in pending]), np.float64)
+  pending.clear()
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    raise NonFiniteLossError(
+        f"non-finite loss ({values[bad[0]]}) at step {steps[bad[0]]}; stopping without checkpointing it — the "
+        "latest checkpoint is from an earlier, finite step.")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

@@ -1,0 +1,59 @@
+"""Sample grids as in seed 002's figures: target | mask | input | output | composite | |error| heatmap."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+GRID_COLUMNS = ("target", "mask", "input", "output", "composite", "error")
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+  """[-1, 1] float -> uint8 (clipped)."""
+  return np.round((np.clip(np.asarray(x, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def error_heatmap(target: np.ndarray, output: np.ndarray) -> np.ndarray:
+  """|target - output| averaged over channels, scaled to the image's max error, coloured with 'inferno'.
+
+  target, output: f32[H, W, 3] in [-1, 1] -> uint8[H, W, 3].
+  """
+  err = np.abs(np.asarray(target, np.float32) - np.asarray(output, np.float32)).mean(-1) / 2.0
+  err = err / max(float(err.max()), 1e-6)
+  return (colormaps["inferno"](err)[..., :3] * 255).round().astype(np.uint8)
+
+
+def sample_grid(image: np.ndarray, valid: np.ndarray, output: np.ndarray, max_rows: int = 6,
+                pad: int = 2) -> np.ndarray:
+  """One row per example, the columns of `GRID_COLUMNS`.
+
+  image, output: f32[B, H, W, 3] in [-1, 1]; valid: f32[B, H, W, 1] (1 = known). Returns uint8[rows, cols, 3];
+  holes show as white in the mask column and as grey in the input column.
+  """
+  image, valid, output = (np.asarray(a, np.float32) for a in (image, valid, output))
+  rows = []
+  for i in range(min(max_rows, image.shape[0])):
+    m = valid[i]
+    comp = m * image[i] + (1 - m) * output[i]
+    tiles = [
+        to_uint8(image[i]),
+        np.repeat(to_uint8(1.0 - 2.0 * m), 3, axis=-1),
+        to_uint8(m * image[i]),
+        to_uint8(output[i]),
+        to_uint8(comp),
+        error_heatmap(image[i], comp),
+    ]
+    tiles = [np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255) for t in tiles]
+    rows.append(np.concatenate(tiles, axis=1))
+  return np.concatenate(rows, axis=0)
+
+
+def save_png(array: np.ndarray, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  Image.fromarray(np.asarray(array, np.uint8)).save(tmp)
+  os.replace(tmp, path)  # never leave a half-written image behind
+  return path
