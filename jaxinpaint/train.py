@@ -206,6 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   pidx, pcount = jax.process_index(), jax.process_count()
   writer = metric_writers.create_default_writer(workdir, just_logging=pidx > 0)
   writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+  if pidx == 0:
+    save_config(config, workdir)
 
   train_iter = pipeline.make_train_iterator(config, process_index=pidx, process_count=pcount)
   eval_batches = pipeline.make_eval_batches(config, process_index=pidx, process_count=pcount)
@@ -279,6 +281,37 @@ def _check_finite_steps(pending: list[tuple[int, jax.Array]]):
     raise NonFiniteLossError(
         f"non-finite loss ({values[bad[0]]}) at step {steps[bad[0]]}; stopping without checkpointing it — the "
         "latest checkpoint is from an earlier, finite step.")
+
+
+CONFIG_FILE = "config.json"
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the run's config beside its checkpoints, so tools can rebuild the model from the workdir alone."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with (see `save_config`)."""
+  import json
+
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: {workdir} is not a jaxinpaint run directory")
+  with open(path) as f:
+    data = json.load(f)
+
+  def tuples(x):  # JSON has no tuples; configs use them for sizes and feature lists
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+  return ml_collections.ConfigDict(tuples(data))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

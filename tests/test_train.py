@@ -241,3 +241,10 @@ def test_main_bad_input_is_one_line(tmp_path):
   assert "Traceback" not in proc.stderr
   proc = _run_main(["--config=configs/wconv.py:tiny", f"--workdir={tmp_path}", "--config.data.sorce=x"], tmp_path)
   assert proc.returncode != 0 and "sorce" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_config_saved_and_loaded_from_the_workdir(runs):
+  loaded = train.load_config(runs["full_dir"])
+  assert loaded.to_dict() == runs["config"].to_dict()
+  with pytest.raises(FileNotFoundError, match="not a jaxinpaint run directory"):
+    train.load_config(os.path.dirname(runs["full_dir"]))
