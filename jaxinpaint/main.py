@@ -23,6 +23,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 # mode -> "module:function", each called as function(config, workdir). Features add their own mode here.
 MODES = {
     "train": "jaxinpaint.train:train_and_evaluate",
+    "eval": "jaxinpaint.evaluate:evaluate",
+    "complete": "jaxinpaint.completion:complete_run",
 }
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to run on --config and --workdir.")
 
@@ -34,14 +36,27 @@ class _QuietLibraries:
     return record.levelno >= 30 or "/orbax/" not in record.pathname
 
 
+def load_config():
+  """The parsed config; config_flags defers a bad config file's error to first use: report it in one line."""
+  try:
+    config = _CONFIG.value
+    config.keys()
+  except OSError as e:
+    sys.exit("error: " + " ".join(str(e).split()))
+  return config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = load_config()
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # after flag parsing, so --help stays fast
 
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    from jaxinpaint import sharding  # reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
+
+    sharding.initialize_distributed()
   logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   import importlib
@@ -50,7 +65,7 @@ def main(argv):
 
   module, function = MODES[_MODE.value].split(":")
   try:
-    getattr(importlib.import_module(module), function)(_CONFIG.value, _WORKDIR.value)
+    getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
     if os.environ.get("JAXINPAINT_TRACEBACK"):
       raise
@@ -58,5 +73,17 @@ def main(argv):
     sys.exit(f"error: {e}")
 
 
+def parse_flags(argv):
+  """absl flag parsing, with config overrides that name no key or have the wrong type reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # config_flags folds a config file's traceback into the message: keep its last line
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    sys.exit(f"error: {lines[-1] if lines else e}")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # raised by config_flags for bad overrides
+    message = str(e).strip().strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    sys.exit(f"error: bad --config override: {message}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

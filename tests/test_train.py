@@ -239,8 +239,20 @@ def test_main_bad_input_is_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: config.batch_size=12 is not divisible by the 8 devices of the mesh; use a multiple of 8 (e.g. 8).")
   assert "Traceback" not in proc.stderr
-  proc = _run_main(["--config=configs/wconv.py:tiny", f"--workdir={tmp_path}", "--config.data.sorce=x"], tmp_path)
-  assert proc.returncode != 0 and "sorce" in proc.stderr and "Traceback" not in proc.stderr
+  for args, expected in (
+      (["--config=configs/wconv.py:tiny", "--config.data.sorce=x"],
+       """error: bad --config override: 'sorce' Did you mean "source" instead of "sorce"?"""),
+      (["--config=configs/wconv.py:tiny", "--config.batch_size=abc"],
+       "error: flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'"),
+      (["--config=configs/wconv.py:tinyy"], "error: ValueError: unknown config variant 'tinyy'; variants: demo, tiny"),
+      (["--config=configs/nope.py"], "error: Configuration is not available because of an earlier failure to load: "
+       "Failed loading config file config_config Attempted [Relative path]: "
+       "configs/nope.py [Errno 2] No such file or directory: 'configs/nope.py'"),
+  ):
+    proc = _run_main([*args, f"--workdir={tmp_path}"], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == expected
+    assert "Traceback" not in proc.stderr
 
 
 def test_config_saved_and_loaded_from_the_workdir(runs):
