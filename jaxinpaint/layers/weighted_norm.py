@@ -14,7 +14,7 @@ and with valid all ones each layer equals its flax counterpart. Statistics are c
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -100,8 +100,8 @@ class WeightedBatchNorm(nn.Module):
     return _scale_shift(self, x, mu, var)
 
 
-class WeightedInstanceNorm(nn.Module):
-  """Weighted instance norm: per example, per channel over (H, W) (eqs. 4, 6); flax `nn.InstanceNorm` at M = 1."""
+class _WeightedPerExampleNorm(nn.Module):
+  """Per-example weighted normalisation over `_axes` (eqs. 4, 6), `scale`/`bias` per channel (C,)."""
 
   epsilon: float = 1e-6
   dtype: Any = None
@@ -110,12 +110,19 @@ class WeightedInstanceNorm(nn.Module):
   use_scale: bool = True
   bias_init: Initializer = nn.initializers.zeros
   scale_init: Initializer = nn.initializers.ones
+  _axes: ClassVar[tuple[int, ...]] = (1, 2)
 
   @nn.compact
   def __call__(self, x, valid):
     check_shapes(x, valid)
-    mu, var, _ = weighted_moments(x, valid, (1, 2))
+    mu, var, _ = weighted_moments(x, valid, self._axes)
     return _scale_shift(self, x, mu, var)
+
+
+class WeightedInstanceNorm(_WeightedPerExampleNorm):
+  """Weighted instance norm: per example, per channel over (H, W) (eqs. 4, 6); flax `nn.InstanceNorm` at M = 1."""
+
+  _axes: ClassVar[tuple[int, ...]] = (1, 2)
 
 
 class WeightedGroupNorm(nn.Module):
@@ -147,23 +154,11 @@ class WeightedGroupNorm(nn.Module):
     return _scale_shift(self, x, mu, var)
 
 
-class WeightedLayerNorm(nn.Module):
+class WeightedLayerNorm(_WeightedPerExampleNorm):
   """Weighted layer norm: per example over (H, W, C) together (eqs. 4, 6), `scale`/`bias` per channel (C,).
 
   Equals flax `nn.LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1)` at M = 1 (not flax's default, which
   normalises each pixel over C only).
   """
 
-  epsilon: float = 1e-6
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
-  use_bias: bool = True
-  use_scale: bool = True
-  bias_init: Initializer = nn.initializers.zeros
-  scale_init: Initializer = nn.initializers.ones
-
-  @nn.compact
-  def __call__(self, x, valid):
-    check_shapes(x, valid)
-    mu, var, _ = weighted_moments(x, valid, (1, 2, 3))
-    return _scale_shift(self, x, mu, var)
+  _axes: ClassVar[tuple[int, ...]] = (1, 2, 3)
