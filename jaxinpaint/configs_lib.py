@@ -48,6 +48,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3, async_checkpointing=True,
       ema_decay=0.0, activation_dtype="float32"))
+
+  # `python -m jaxinpaint.evaluate` / `ablate` (jaxinpaint/evaluate.py): mask sets, classical peers, perceptual
+  # weights. masks: comma list of mask kinds, 'buckets' = every hole-ratio bucket; 0 = data.eval_examples /
+  # batch_size; '' weights = that metric left out (noted in the table).
+  c.eval = ml_collections.ConfigDict(dict(
+      masks="centre,free_form,buckets", examples=0, batch_size=0,
+      baselines="telea,navier_stokes,biharmonic,mean_fill", inception_weights="", lpips_weights=""))
   return c
 
 

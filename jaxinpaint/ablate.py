@@ -1,0 +1,294 @@
+"""One command from configs to a Table-I-shaped comparison: train (or reuse) each run, score all of them and the
+classical peers on the same images and masks, write the table, a bar chart and an image grid.
+
+  python -m jaxinpaint.ablate --configs=configs/wconv.py,configs/pconv.py,configs/plain.py --variant=demo \\
+      --workdir=runs/ablation_demo [--override=eval.masks=centre,free_form --override=data.source=folder ...]
+
+Each config trains in `WORKDIR/<config name>` through `train.train_and_evaluate` (an interrupted run resumes; a
+finished one, whose saved config equals the requested one, is reused without recompiling anything). Then
+`evaluate.evaluate_methods` scores every run and `config.eval.baselines` under the first config's
+`config.eval` mask sets and held-out data (every config must share its data settings). Writes
+`WORKDIR/ablation.{md,csv,json}`, `ablation_bars.png` (L1/L2/TV/SSIM/PSNR per method and mask kind) and
+`ablation_grid.png` (the same examples inpainted by every method).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jaxinpaint import baselines, evaluate
+from jaxinpaint import perceptual_metrics as perceptual_lib
+
+# How tables name the configs this project ships; others appear under their file name.
+LABELS = {"wconv": "WConv", "pconv": "PConv", "plain": "Plain conv", "gated": "DeepFill v2 (gated)",
+          "deepfill_v1": "DeepFill v1", "deepfill_v2": "DeepFill v2", "dcgan": "DCGAN"}
+# Data settings that define the held-out images; runs that differ here cannot share one table.
+SHARED_DATA_KEYS = ("source", "name", "path", "eval_split", "image_size", "resize", "shorter_side")
+
+
+def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(variant)` of a config file such as configs/wconv.py (a ':variant' suffix also works)."""
+  if ":" in os.path.basename(path):
+    path, variant = path.rsplit(":", 1)
+  if not os.path.isfile(path):
+    raise ValueError(f"config file {path!r} does not exist")
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"jaxinpaint_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return evaluate.with_defaults(module.get_config(variant or None))
+
+
+def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
+  """'eval.masks=centre,free_form' -> config.eval.masks = 'centre,free_form', typed like the current value."""
+  key, sep, text = item.partition("=")
+  if not sep:
+    raise ValueError(f"--override {item!r}: write key=value, e.g. eval.masks=centre,free_form")
+  *parents, leaf = key.strip().split(".")
+  node = config
+  for part in parents:
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise ValueError(f"--override {item!r}: config has no section {part!r}")
+    node = node[part]
+  if leaf not in node:
+    raise ValueError(f"--override {item!r}: config has no key {key!r}")
+  current = node[leaf]
+  if isinstance(current, str):
+    value = text
+  else:
+    try:
+      value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+      raise ValueError(f"--override {item!r}: {text!r} is not a Python literal") from None
+    if isinstance(current, bool):
+      ok = isinstance(value, bool)
+    elif isinstance(current, (int, float)):
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+      value = type(current)(value) if ok and (isinstance(current, float) or float(value).is_integer()) else value
+      ok = ok and isinstance(value, type(current))
+    elif isinstance(current, tuple):
+      ok = isinstance(value, (list, tuple))
+      value = tuple(value) if ok else value
+    else:
+      ok = True
+    if not ok:
+      raise ValueError(f"--override {item!r}: expected {type(current).__name__}, got {value!r}")
+  node[leaf] = value
+
+
+def run_names(paths: Sequence[str]) -> list[str]:
+  """Run directory names: the config file stems, numbered when one appears twice."""
+  stems = [os.path.splitext(os.path.basename(p.rsplit(":", 1)[0] if ":" in os.path.basename(p) else p))[0]
+           for p in paths]
+  return [s if stems.count(s) == 1 else f"{s}_{stems[:i + 1].count(s)}" for i, s in enumerate(stems)]
+
+
+def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
+  """ValueError naming the key when two configs would be evaluated on different held-out images."""
+  (first_name, first), *rest = configs.items()
+  for name, config in rest:
+    for key in SHARED_DATA_KEYS:
+      a, b = first.data.get(key), config.data.get(key)
+      if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
+        raise ValueError(f"configs {first_name} and {name} differ in data.{key} ({a!r} vs {b!r}); an ablation "
+                         "compares methods on the same held-out images")
+
+
+def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
+  """Keys (dotted) whose values differ, ignoring the eval section (it does not change training)."""
+  a = json.loads(saved.to_json_best_effort(sort_keys=True))
+  b = json.loads(wanted.to_json_best_effort(sort_keys=True))
+  a.pop("eval", None), b.pop("eval", None)
+  diffs = []
+
+  def walk(x, y, prefix):
+    for key in sorted(set(x) | set(y)):
+      u, v = x.get(key), y.get(key)
+      if isinstance(u, dict) and isinstance(v, dict):
+        walk(u, v, f"{prefix}{key}.")
+      elif u != v:
+        diffs.append(f"{prefix}{key}")
+
+  walk(a, b, "")
+  return diffs
+
+
+def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Trains `config` in `workdir` unless a finished run of the same config is there; returns what it did."""
+  from jaxinpaint import checkpointing, train
+
+  config_path = os.path.join(workdir, train.CONFIG_FILE)
+  if os.path.isfile(config_path):
+    diffs = _same_config(train.load_config(workdir), config)
+    if diffs:
+      raise ValueError(f"{workdir} holds a run of another config (differs in {', '.join(diffs[:5])}); use another "
+                       "--workdir or remove it")
+    ckpt = checkpointing.Checkpointer(workdir)
+    latest = ckpt.latest_step()
+    ckpt.close()
+    if latest is not None and latest >= config.num_train_steps:
+      logging.info("reusing the finished run in %s (step %d)", workdir, latest)
+      return "reused"
+  logging.info("training %s in %s", config.model.name, workdir)
+  train.train_and_evaluate(config, workdir)
+  return "trained"
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def bar_chart(results: evaluate.Results, path: str) -> str:
+  """One panel per (mask kind, metric) for the non-bucket kinds: a bar per method, classical peers hatched."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  kinds = [k for k in results.info["kinds"] if k not in evaluate.BUCKET_KINDS] or results.info["kinds"][:2]
+  metrics_ = list(evaluate.TABLE_METRICS)
+  methods = results.methods
+  classical = {r["method"] for r in results.rows if r["classical"]}
+  colours = matplotlib.colormaps["tab10"](np.arange(len(methods)) % 10)
+  fig, axes = plt.subplots(len(kinds), len(metrics_), figsize=(3.0 * len(metrics_), 2.6 * len(kinds) + 0.8),
+                           squeeze=False)
+  for i, kind in enumerate(kinds):
+    for j, metric in enumerate(metrics_):
+      ax = axes[i, j]
+      values = [results.value(m, kind, metric) for m in methods]
+      bars = ax.bar(range(len(methods)), values, color=colours)
+      for bar, method in zip(bars, methods):
+        if method in classical:
+          bar.set_hatch("//")
+      if metric == "tv":
+        ax.axhline(results.kinds[kind]["target_tv"], color="k", ls="--", lw=1, label="ground truth")
+        ax.legend(fontsize=7, loc="lower right")
+      ax.set_title(f"{evaluate.kind_label(kind)}: {evaluate.METRIC_LABELS[metric]} {evaluate._arrow(metric)}",
+                   fontsize=9)
+      ax.set_xticks([])
+      ax.tick_params(labelsize=7)
+  handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i], hatch="//" if m in classical else "")
+             for i, m in enumerate(methods)]
+  height = 2.6 * len(kinds) + 0.8
+  fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 4), fontsize=8, frameon=False)
+  fig.tight_layout(rect=(0, 0.6 / height, 1, 1))  # leave the bottom strip to the legend
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> str:
+  """Rows: the first examples of each non-bucket kind; columns: input (holes white) | every method's
+  composite | ground truth."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from jaxinpaint import visualize
+
+  kinds = [k for k in results.info["kinds"] if k not in evaluate.BUCKET_KINDS] or results.info["kinds"][:2]
+  methods = results.methods
+  rows = [(k, i) for k in kinds for i in range(min(rows_per_kind, len(results.samples[k]["image"])))]
+  cols = ["input", *methods, "ground truth"]
+  fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.6 * len(cols), 1.6 * len(rows) + 0.4), squeeze=False)
+  for r, (kind, i) in enumerate(rows):
+    sample = results.samples[kind]
+    valid = sample["valid"][i]
+    tiles = [np.where(valid > 0.5, visualize.to_uint8(sample["image"][i]), 255)]
+    tiles += [visualize.to_uint8(sample["outputs"][m][i]) for m in methods]
+    tiles.append(visualize.to_uint8(sample["image"][i]))
+    for c, tile in enumerate(tiles):
+      ax = axes[r, c]
+      ax.imshow(tile, interpolation="nearest")
+      ax.set_xticks([]), ax.set_yticks([])
+      if r == 0:
+        ax.set_title(cols[c], fontsize=7)
+      if c == 0:
+        ax.set_ylabel(evaluate.kind_label(kind), fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def ablate(config_paths: Sequence[str], workdir: str, *, variant: str | None = None,
+           overrides: Sequence[str] = (), progress: bool = True) -> evaluate.Results:
+  """Trains or reuses each config's run under `workdir`, then writes the comparison (module docstring)."""
+  if not config_paths:
+    raise ValueError("--configs names no config file")
+  names = run_names(config_paths)
+  configs = {}
+  for name, path in zip(names, config_paths):
+    config = load_config_file(path, variant)
+    for item in overrides:
+      apply_override(config, item)
+    configs[name] = config
+  check_shared_data(configs)
+  first = next(iter(configs.values()))
+  devices = jax.devices()
+  eval_set = evaluate.EvalSet.from_config(first, len(devices))  # checks the mask kinds before any training
+  status = {name: ensure_trained(config, os.path.join(workdir, name)) for name, config in configs.items()}
+  methods, steps = {}, {}
+  for name, config in configs.items():
+    run = evaluate.restore_run(os.path.join(workdir, name), config, devices, batch_size=eval_set.batch_size)
+    label = LABELS.get(name, name)
+    methods[label] = run.method()
+    steps[label] = run.step
+    mesh = run.mesh
+  methods.update(evaluate.baseline_methods(baselines.parse_names(first.eval.baselines)))
+  perceptual = perceptual_lib.Perceptual.from_config(first.eval)
+  results = evaluate.evaluate_methods(methods, eval_set, mesh=mesh, perceptual=perceptual, progress=progress)
+  results.info.update(steps=steps, runs=status, configs=list(config_paths), variant=variant or "")
+  if jax.process_index() == 0:
+    title = "Ablation: " + ", ".join(f"{LABELS.get(n, n)} ({steps[LABELS.get(n, n)]} steps)" for n in names)
+    paths = evaluate.write_results(results, workdir, stem="ablation", title=title)
+    paths["bars"] = bar_chart(results, os.path.join(workdir, "ablation_bars.png"))
+    paths["grid"] = image_grid(results, os.path.join(workdir, "ablation_grid.png"))
+    logging.info("wrote %s", ", ".join(paths.values()))
+  return results
+
+
+def main(argv=None) -> None:
+  from absl import app, flags
+
+  flags.DEFINE_list("configs", None, "Config files to compare, e.g. configs/wconv.py,configs/pconv.py.")
+  flags.DEFINE_string("variant", "", "Variant for every config (demo, tiny); '' = full size.")
+  flags.DEFINE_string("workdir", None, "Directory for the runs (one sub-directory each) and the outputs.")
+  flags.DEFINE_multi_string("override", [], "key=value applied to every config, e.g. eval.masks=centre,free_form.")
+  flags.mark_flags_as_required(["configs", "workdir"])
+  FLAGS = flags.FLAGS
+
+  def run(args):
+    if len(args) > 1:
+      raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    evaluate.quiet_orbax()
+    from jaxinpaint import train
+
+    try:
+      results = ablate(FLAGS.configs, FLAGS.workdir, variant=FLAGS.variant or None, overrides=FLAGS.override)
+    except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+      if os.environ.get("JAXINPAINT_TRACEBACK"):
+        raise
+      sys.exit(f"error: {e}")
+    print(evaluate.markdown(results, "Ablation"))
+
+  app.run(run, argv)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,202 @@
+"""Evaluation: deterministic, the same images and masks for every method, a perfect model at the PSNR cap with
+SSIM 1, means that equal an independent per-example computation, the trainer's own eval reproduced, the classical
+rows present, outputs on disk and in TensorBoard, and one-line errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxinpaint import baselines, checkpointing, evaluate, metrics, train
+from jaxinpaint.data import masks, pipeline, sources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_train import load_config  # noqa: E402
+
+KINDS = "centre,free_form,hole_20-30"
+
+
+def make_run(workdir, name="wconv", seed=0):
+  """A run directory as training leaves it (config.json + a checkpoint) holding the initial state: restoring
+  and predicting are what is tested, so no train step is compiled."""
+  config = evaluate.with_defaults(load_config(name))
+  config.seed = seed
+  trainer = train.Trainer(config)
+  state = trainer.initial_state()
+  train.save_config(config, workdir)
+  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
+  ckpt.save(config.num_train_steps, state, None, force=True)
+  ckpt.close()
+  return config, trainer, state
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config, trainer, state = make_run(workdir)
+  return dict(workdir=workdir, config=config, trainer=trainer, state=state)
+
+
+def eval_config(config, examples=10):
+  config = evaluate.with_defaults(config)
+  config.eval.masks, config.eval.examples = KINDS, examples
+  return config
+
+
+def test_mask_kinds_parse_and_fail_in_one_line():
+  assert evaluate.parse_mask_kinds("centre, buckets,centre") == ["centre", *evaluate.BUCKET_KINDS]
+  assert evaluate.BUCKET_KINDS[0] == "hole_0-10" and evaluate.BUCKET_KINDS[-1] == "hole_50-60"
+  with pytest.raises(ValueError, match="unknown mask kind 'centr'"):
+    evaluate.parse_mask_kinds("centre,centr")
+  with pytest.raises(ValueError, match="hole_<low>-<high>"):
+    evaluate.parse_mask_kinds("hole_ten")
+  with pytest.raises(ValueError, match="names no mask kind"):
+    evaluate.parse_mask_kinds(" , ")
+
+
+def test_eval_set_is_seeded_and_shares_images_across_kinds():
+  config = eval_config(load_config())
+  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  assert eval_set.batch_size == 8 and eval_set.num_batches == 2  # 10 examples: one full batch, one padded
+  source = sources.make_source(config.data, "eval")
+  by_kind = {k: list(eval_set.batches(k, source)) for k in eval_set.kinds}
+  again = list(eval_set.batches("hole_20-30", source))
+  for a, b in zip(by_kind["hole_20-30"], again):
+    np.testing.assert_array_equal(a["valid"], b["valid"])
+  for kind, batches in by_kind.items():
+    np.testing.assert_array_equal(batches[1]["weight"], [1, 1] + [0] * 6)
+    np.testing.assert_array_equal(batches[0]["image"], by_kind["centre"][0]["image"])  # same crops
+  ratios = [masks.hole_ratio(v) for b in by_kind["hole_20-30"] for v in b["valid"]]
+  assert all(0.2 <= r < 0.3 for r in ratios)
+  assert all(masks.hole_ratio(v) == 0.25 for v in by_kind["centre"][0]["valid"])
+  # the training eval set's first examples, with the same free-form masks
+  train_eval = pipeline.make_eval_batches(config)[0]
+  np.testing.assert_array_equal(train_eval["image"], by_kind["free_form"][0]["image"])
+  np.testing.assert_array_equal(train_eval["valid"], by_kind["free_form"][0]["valid"])
+
+
+def test_perfect_model_scores_the_psnr_cap_and_ssim_one(tmp_path):
+  config = eval_config(load_config())
+  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  source = sources.make_source(config.data, "eval")
+  truth = {k: [b["image"] for b in eval_set.batches(k, source)] for k in eval_set.kinds}
+  calls = []
+
+  def oracle(image, valid):  # knows the answers from outside the harness, in the harness's batch order
+    assert np.all(image[np.broadcast_to(valid, image.shape) < 0.5] == 0)  # holes arrive zeroed
+    kind = eval_set.kinds[len(calls) // eval_set.num_batches]
+    calls.append(kind)
+    return truth[kind][(len(calls) - 1) % eval_set.num_batches]
+
+  methods = {"oracle": evaluate.Method(oracle, on_host=True), **evaluate.baseline_methods(["mean_fill"])}
+  results = evaluate.evaluate_methods(methods, eval_set, source=source, progress=False)
+  for kind in eval_set.kinds:
+    row = {m: results.value("oracle", kind, m) for m in ("l1", "l2", "psnr", "psnr_full", "ssim")}
+    assert row["l1"] == 0 and row["l2"] == 0
+    assert row["psnr"] == pytest.approx(metrics.PSNR_CAP_DB) and row["psnr_full"] == pytest.approx(100.0)
+    assert row["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert results.value("oracle", kind, "tv") == pytest.approx(results.kinds[kind]["target_tv"], rel=1e-5)
+    assert results.value("Mean colour fill", kind, "psnr") < 30
+  paths = evaluate.write_results(results, str(tmp_path))
+  data = json.load(open(paths["json"]))  # allow_nan=False when written: every number finite
+  assert {r["method"] for r in data["results"]} == {"oracle", "Mean colour fill"}
+  table = open(paths["md"]).read()
+  assert "| oracle | **0.000** | **0.000** | **" in table  # best L1, L2, TV (= the ground truth's own TV)
+
+
+def test_means_equal_an_independent_per_example_computation():
+  config = eval_config(load_config(), examples=10)
+  config.eval.masks = "free_form"
+  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  source = sources.make_source(config.data, "eval")
+  results = evaluate.evaluate_methods(evaluate.baseline_methods(["telea"]), eval_set, source=source,
+                                      progress=False)
+  score = jax.jit(lambda t, o, v: metrics.inpainting_metrics((t + 1) / 2, (o + 1) / 2, v))
+  per_example = []
+  for batch in eval_set.batches("free_form", source):
+    out = baselines.inpaint_batch("telea", batch["image"], batch["valid"])
+    for i in np.flatnonzero(batch["weight"]):
+      value = score(batch["image"][i:i + 1], out[i:i + 1], batch["valid"][i:i + 1])
+      per_example.append({k: float(v[0]) for k, v in value.items()})
+  assert len(per_example) == 10 and results.rows[0]["n"] == 10
+  for key in ("l1", "l2", "tv", "psnr", "ssim"):
+    assert results.value("OpenCV Telea", "free_form", key) == pytest.approx(
+        np.mean([e[key] for e in per_example]), rel=1e-5)
+
+
+def test_model_scores_match_the_trainers_own_eval(run):
+  config = eval_config(run["config"], examples=8)
+  config.eval.masks, config.eval.baselines = "free_form", "none"
+  results = evaluate.evaluate(config, run["workdir"], progress=False)
+  trainer_eval, _ = run["trainer"].evaluate(run["state"], pipeline.make_eval_batches(run["config"]))
+  label = os.path.basename(run["workdir"])
+  for key in ("l1", "l2", "tv", "psnr", "ssim"):
+    assert results.value(label, "free_form", key) == pytest.approx(trainer_eval[key], rel=1e-4, abs=1e-5)
+
+
+def test_evaluation_is_deterministic_and_writes_every_output(run):
+  config = eval_config(run["config"], examples=8)
+  config.eval.masks = "centre,hole_20-30"
+  outputs = []
+  for _ in range(2):
+    evaluate.evaluate(config, run["workdir"], progress=False)
+    outputs.append({name: open(os.path.join(run["workdir"], name)).read() for name in evaluate.RESULT_FILES})
+  assert outputs[0] == outputs[1]
+  data = json.loads(outputs[0]["eval_results.json"])
+  label = os.path.basename(run["workdir"])
+  methods = [label] + [baselines.LABELS[n] for n in baselines.BASELINES]
+  assert [(r["method"], r["kind"]) for r in data["results"]] == [
+      (m, k) for k in ("centre", "hole_20-30") for m in methods]
+  assert all(r["n"] == 8 for r in data["results"]) and data["info"]["step"] == run["config"].num_train_steps
+  assert len(outputs[0]["eval_results.csv"].strip().splitlines()) == 1 + 2 * len(methods)
+  table = outputs[0]["eval_results.md"]
+  assert "Centre PSNR ↑" in table and "PSNR ↑ by hole ratio" in table and "FID left out" in table
+  from tensorboard.backend.event_processing import event_accumulator
+  tags = set()
+  for events in glob.glob(os.path.join(run["workdir"], "events.out.tfevents.*")):
+    acc = event_accumulator.EventAccumulator(events, size_guidance={"tensors": 0})
+    acc.Reload()
+    tags |= set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+  assert {"eval_centre/psnr", "eval_hole_20-30/ssim", "eval_table"} <= tags
+
+
+def test_missing_checkpoint_and_bad_config_fail_in_one_line(tmp_path, run):
+  config = eval_config(run["config"])
+  with pytest.raises(FileNotFoundError, match="run directory .*nowhere does not exist"):
+    evaluate.evaluate(config, str(tmp_path / "nowhere"))
+  train.save_config(run["config"], str(tmp_path / "empty"))
+  with pytest.raises(FileNotFoundError, match=r"no checkpoint found in .*empty/checkpoints"):
+    evaluate.evaluate(config, str(tmp_path / "empty"))
+  config.eval.masks = "centre,boxes"
+  with pytest.raises(ValueError, match="unknown mask kind 'boxes'"):
+    evaluate.evaluate(config, run["workdir"])
+  old = evaluate.with_defaults(run["config"])
+  with old.unlocked():
+    del old["eval"]  # a run saved before config.eval existed
+    old.model = {"name": "deepfill_v2", "cnum": 8}  # another family's model section
+  filled = evaluate.with_defaults(old)
+  assert filled.eval.masks == "centre,free_form,buckets" and filled.model.to_dict() == old.model.to_dict()
+  with filled.unlocked():
+    del filled.eval["lpips_weights"]  # a key added to eval later
+  assert evaluate.with_defaults(filled).eval.lpips_weights == ""
+
+
+def test_cli_overrides_and_errors(run, tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env.pop("JAXINPAINT_TRACEBACK", None)
+  cmd = [sys.executable, "-m", "jaxinpaint.evaluate", f"--workdir={run['workdir']}", "--config.eval.masks=centre",
+         "--config.eval.examples=8", "--config.eval.baselines=mean_fill"]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  data = json.load(open(os.path.join(run["workdir"], "eval_results.json")))
+  assert data["info"]["kinds"] == ["centre"] and len(data["results"]) == 2
+  with pytest.raises(SystemExit) as exit_info:  # fails before defining any flag, so it can run in-process
+    evaluate.main(["evaluate", f"--workdir={tmp_path}/none"])
+  assert exit_info.value.code == (f"error: {tmp_path}/none/config.json not found: {tmp_path}/none is not a "
+                                  "jaxinpaint run directory")
