@@ -534,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   def run(args):
     if len(args) > 1:
       raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    from jaxinpaint import xla_flags
+
+    xla_flags.set_cpu_flags()  # as `jaxinpaint.main` does: the same numbers from every entry point
     quiet_orbax()
     try:
       evaluate(flags.FLAGS.config, flags.FLAGS.workdir)

@@ -336,6 +336,9 @@ def main(argv=None) -> None:
   def run(args):
     if len(args) > 1:
       raise app.UsageError(f"unexpected arguments: {args[1:]}")
+    from jaxinpaint import xla_flags
+
+    xla_flags.set_cpu_flags()  # as `jaxinpaint.main` does: the same numbers from every entry point
     try:
       jobs = plan_jobs(image=FLAGS.image, mask=FLAGS.mask, output=FLAGS.output, image_dir=FLAGS.image_dir,
                        mask_dir=FLAGS.mask_dir, output_dir=FLAGS.output_dir)

@@ -51,6 +51,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = load_config()
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from jaxinpaint import xla_flags
+
+  xla_flags.set_cpu_flags()  # before the first JAX computation starts the CPU backend
   import jax  # after flag parsing, so --help stays fast
 
   if _DISTRIBUTED.value:

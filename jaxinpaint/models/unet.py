@@ -25,11 +25,7 @@ from jaxinpaint import layers
 NORMS = ("batch", "weighted_batch", "none")
 
 
-def upsample2(x: jnp.ndarray) -> jnp.ndarray:
-  """Nearest-neighbour x2 upsampling of f32[B, H, W, C] -> f32[B, 2H, 2W, C] (a broadcast, no gather)."""
-  b, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
-  return x.reshape(b, 2 * h, 2 * w, c)
+upsample2 = layers.masked_conv.upsample2  # nearest x2, f32[B, H, W, C] -> f32[B, 2H, 2W, C]
 
 
 def composite(image: jnp.ndarray, output: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
@@ -120,20 +116,14 @@ class InpaintingUNet(nn.Module):
     h, m = skips.pop()
     for level in reversed(range(self.depth)):
       skip_h, skip_m = skips.pop()
-      h, m = upsample2(h), upsample2(m)
       last = level == 0
-      if carries_mask:
-        # Per-channel masks of the concatenated input, so sum(1) and sum(M) count every channel.
-        cat_m = jnp.concatenate(
-            [jnp.broadcast_to(m, h.shape[:3] + (h.shape[-1],)),
-             jnp.broadcast_to(skip_m, skip_h.shape[:3] + (skip_h.shape[-1],))], axis=-1)
-      else:
-        cat_m = jnp.maximum(m, skip_m)
-      h = jnp.concatenate([h, skip_h.astype(h.dtype)], axis=-1)
       width = self.out_channels if last else self._width(level - 1)
       # DeepFill's rule for gated nets: the output conv is ungated-linear (identity feature activation).
       extra = {"activation": None} if (last and self.conv == "gated") else {}
-      h, m = conv_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **extra)(h, cat_m)
+      # The conv of concat([upsample2(h), skip]) with the masks concatenated per channel (partial/weighted: sum(1)
+      # and sum(M) count every channel) or united (gated/plain), fused: neither tensor is formed (masked_conv.py).
+      h, m = conv_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **extra)(
+          h, m, skip=(skip_h.astype(h.dtype), skip_m))
       if not last:
         h = normalise(h, m, f"dec{level + 1}_norm", not train)
         h = nn.leaky_relu(h, 0.2)
