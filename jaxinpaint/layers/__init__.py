@@ -1,5 +1,7 @@
-"""Mask-aware layers: masked convolutions (partial, weighted, gated, plain) and weighted normalisation."""
+"""Mask-aware layers: masked convolutions (partial, weighted, gated, plain) and weighted normalisation;
+contextual attention and spectral normalisation for the DeepFill family."""
 
+from jaxinpaint.layers.contextual_attention import ContextualAttention, contextual_attention, flow_to_rgb
 from jaxinpaint.layers.masked_conv import (
   MASKED_CONVS,
   GatedConv,
@@ -12,6 +14,7 @@ from jaxinpaint.layers.masked_conv import (
   same_pads,
   window_sum,
 )
+from jaxinpaint.layers.spectral_norm import SpectralConv, spectral_normalize
 from jaxinpaint.layers.weighted_norm import (
   WeightedBatchNorm,
   WeightedGroupNorm,
@@ -22,6 +25,11 @@ from jaxinpaint.layers.weighted_norm import (
 
 __all__ = [
   "MASKED_CONVS",
+  "ContextualAttention",
+  "SpectralConv",
+  "contextual_attention",
+  "flow_to_rgb",
+  "spectral_normalize",
   "GatedConv",
   "PartialConv",
   "PlainConv",
