@@ -146,6 +146,24 @@ class InpaintingTask:
 TASKS: dict[str, Callable[..., Any]] = {"inpainting": InpaintingTask}
 
 
+def _dcgan_task(config: ml_collections.ConfigDict, **kwargs):
+  from jaxinpaint.dcgan_task import DCGANTask  # imported on use: it builds on this module
+
+  return DCGANTask(config, **kwargs)
+
+
+TASKS["dcgan"] = _dcgan_task
+
+
+def _deepfill_task(config: ml_collections.ConfigDict, **kwargs):
+  from jaxinpaint.gan_tasks import DeepFillTask  # imported on use: it builds on this module
+
+  return DeepFillTask(config, **kwargs)
+
+
+TASKS["deepfill"] = _deepfill_task
+
+
 def make_task(config: ml_collections.ConfigDict, **kwargs):
   if config.task not in TASKS:
     raise ValueError(f"unknown config.task {config.task!r}; known tasks: {sorted(TASKS)}")

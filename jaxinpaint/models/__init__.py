@@ -1,8 +1,13 @@
 """Inpainting models: the U-Net here; GAN generators and critics join the registry as they land."""
 
+from jaxinpaint.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from jaxinpaint.models.deepfill import DeepFillV1Generator, DeepFillV2Generator
+from jaxinpaint.models.discriminators import GlobalCritic, LocalCritic, SNPatchGAN
 from jaxinpaint.models.unet import InpaintingUNet, composite, upsample2
 
 MODELS = {"unet": InpaintingUNet}
+MODELS.update({"dcgan_generator": DCGANGenerator, "dcgan_discriminator": DCGANDiscriminator})
+MODELS.update({"deepfill_v2": DeepFillV2Generator, "deepfill_v1": DeepFillV1Generator})
 
 
 def make_model(name: str, **kwargs):
@@ -12,4 +17,5 @@ def make_model(name: str, **kwargs):
   return MODELS[name](**kwargs)
 
 
-__all__ = ["InpaintingUNet", "MODELS", "composite", "make_model", "upsample2"]
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "DeepFillV1Generator", "DeepFillV2Generator", "GlobalCritic",
+           "InpaintingUNet", "LocalCritic", "SNPatchGAN", "MODELS", "composite", "make_model", "upsample2"]
