@@ -12,7 +12,7 @@ import ml_collections
 from ml_collections import config_dict
 
 VARIANTS = ("demo", "tiny")
-DATA_SOURCES = ("demo", "folder", "tfds")
+DATA_SOURCES = ("demo", "folder", "tfds", "lfw")
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -267,11 +267,40 @@ class DemoSource:
     return f"DemoSource(split={self.split!r})"
 
 
+class LfwFacesSource:
+  """The 100 face crops of scikit-image's `data.lfw_subset()` (25x25 grayscale, as RGB), offline.
+
+  Small, aligned faces: the offline stand-in for CelebA that a DCGAN learns in CPU minutes (upscale them with
+  `config.data.resize`). Every `EVAL_EVERY`-th face (20 of 100) is held out for eval. The subset's other 100
+  images are non-faces and are not used.
+  """
+
+  EVAL_EVERY = 5
+
+  def __init__(self, split: str):
+    _check_split(split)
+    self.split = split
+    from skimage import data  # Imported here: only this source needs it.
+
+    faces = data.lfw_subset()[:100]
+    held = np.arange(len(faces)) % self.EVAL_EVERY == 0
+    self._images = [to_rgb(f) for f in faces[held == (split == "eval")]]
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self._images[index]
+
+  def __repr__(self) -> str:
+    return f"LfwFacesSource(split={self.split!r})"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def make_source(data_config, split: str):
-  """The source for `data_config.source` ('demo' | 'folder' | 'tfds') and split ('train' | 'eval')."""
+  """The source for `data_config.source` ('demo' | 'folder' | 'tfds' | 'lfw') and split ('train' | 'eval')."""
   _check_split(split)
   kind = data_config.source
   if kind == "demo":
@@ -281,4 +310,6 @@ def make_source(data_config, split: str):
   if kind == "tfds":
     tfds_split = data_config.train_split if split == "train" else data_config.eval_split
     return TfdsSource(data_config.name, tfds_split, data_dir=data_config.path or None)
-  raise ValueError(f"config.data.source must be 'demo', 'folder' or 'tfds', got {kind!r}")
+  if kind == "lfw":
+    return LfwFacesSource(split)
+  raise ValueError(f"config.data.source must be 'demo', 'folder', 'tfds' or 'lfw', got {kind!r}")

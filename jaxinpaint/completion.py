@@ -1,0 +1,386 @@
+"""Semantic inpainting by latent optimisation (Yeh et al. 2017), as seed 001 uses it with a trained DCGAN.
+
+For an image y with known-pixel mask M (`valid`, 1 = known) and a trained generator G and discriminator D:
+
+  z* = argmin_{z in [-1, 1]^d}  L_context(z) + lambda L_perceptual(z)
+  L_context(z)    = sum_pixels |W * (G(z) - y)|            (W = M: seed 001's ||M*G(z) - M*y||_1;
+                                                            Yeh's weighting: W = M * box7(1 - M), see below)
+  L_perceptual(z) = the generator's GAN loss on D(G(z))    (sigmoid CE: -log D(G(z)), the form the reference
+                                                            code optimises for the paper's log(1 - D(G(z))))
+  x = M * y + (1 - M) * G(z*)                              (or Poisson blending of G(z*) into the hole)
+
+Adam on z (lr 0.01, betas 0.9/0.999, ~1000 iterations), z clipped to [-1, 1] after every step, lambda 0.1, as in
+Yeh et al. and bamos' reference. Each image has its own z and its own Adam moments: the optimisation is written
+for one image and vmapped, so a batch is many independent problems; sharded over devices along the batch.
+
+`complete_run(config, workdir)` is `--mode=complete`: it restores a trained DCGAN run and writes completed images
+and their metrics under `workdir/completion/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxinpaint import gan_losses, sharding
+from jaxinpaint.models.dcgan import check_image_size
+
+BLENDS = ("composite", "poisson")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Losses
+
+
+def context_weights(valid: jax.Array, weighted: bool = False, window: int = 7) -> jax.Array:
+  """W for the context loss, f32[B, H, W, 1], from valid f32[B, H, W, 1] (1 = known).
+
+  Plain: W = M. Weighted (Yeh et al. eq. 4): W_i = M_i * (1/|N|) sum_{j in N(i)} (1 - M_j) over the window x
+  window neighbourhood N(i), padded by symmetric reflection at the image border (scipy's boundary='symm', as the
+  reference implementations do): known pixels count by how many holes surround them; known pixels far from any
+  hole get weight 0.
+  """
+  if window <= 0 or window % 2 == 0:
+    raise ValueError(f"context window must be a positive odd number of pixels; got {window}")
+  valid = jnp.asarray(valid, jnp.float32)
+  if not weighted:
+    return valid
+  r = window // 2
+  hole = jnp.pad(1.0 - valid, ((0, 0), (r, r), (r, r), (0, 0)), mode="symmetric")
+  # A single-channel window sum: a reduction, not a conv with a ones kernel.
+  count = jax.lax.reduce_window(hole, 0.0, jax.lax.add, (1, window, window, 1), (1, 1, 1, 1), "VALID")
+  return valid * count / float(window * window)
+
+
+def context_loss(generated: jax.Array, image: jax.Array, weights: jax.Array) -> jax.Array:
+  """sum over pixels and channels of |W * (G(z) - y)|, per image: f32[B] (the reference sums, not averages)."""
+  return jnp.sum(jnp.abs(weights * (generated - image)), axis=(1, 2, 3))
+
+
+def perceptual_loss(logits: jax.Array, gan_loss: str = "sigmoid_ce") -> jax.Array:
+  """The generator's GAN loss of each image's discriminator logits f32[B, K] -> f32[B]."""
+  _, g_loss = gan_losses.get_gan_loss(gan_loss)
+  return jax.vmap(g_loss)(logits)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reconstruction
+
+
+def composite(image: jax.Array, generated: jax.Array, valid: jax.Array) -> jax.Array:
+  """x = M * y + (1 - M) * G(z): the known pixels exactly, the generator's pixels in the hole."""
+  return valid * image + (1.0 - valid) * generated
+
+
+def _neighbour_sum(x: jax.Array) -> jax.Array:
+  """Sum of the 4 neighbours of each pixel of f32[B, H, W, C]; outside the image counts as absent (0)."""
+  p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]
+
+
+def conjugate_gradient(apply_a, b: jax.Array, x0: jax.Array, max_iterations: int, tol: float) -> jax.Array:
+  """Solves A x = b for every (image, channel) of f32[B, H, W, C] at once: one CG per channel of each image
+  (its own step sizes), stopping when all reach ||r|| <= tol ||b|| or after `max_iterations`."""
+  dot = lambda u, v: jnp.sum(u * v, axis=(1, 2), keepdims=True)
+  safe = lambda d: jnp.where(d > 0, d, 1.0)
+  r = b - apply_a(x0)
+  stop = tol * tol * dot(b, b)
+
+  def cond(state):
+    i, _, _, _, rs = state
+    return (i < max_iterations) & jnp.any(rs > stop)
+
+  def body(state):
+    i, x, r, p, rs = state
+    ap = apply_a(p)
+    pap = dot(p, ap)
+    active = (rs > stop) & (pap > 0)  # converged systems stand still
+    alpha = jnp.where(active, rs / safe(pap), 0.0)
+    x, r = x + alpha * p, r - alpha * ap
+    rs_next = dot(r, r)
+    p = r + jnp.where(active, rs_next / safe(rs), 0.0) * p
+    return i + 1, x, r, p, rs_next
+
+  return jax.lax.while_loop(cond, body, (0, x0, r, r, dot(r, r)))[1]
+
+
+def poisson_blend(image: jax.Array, generated: jax.Array, valid: jax.Array, max_iterations: int = 2000,
+                  tol: float = 1e-6) -> jax.Array:
+  """Poisson blending (Perez et al. 2003) of G(z) into the hole, as Yeh et al. post-process: f32[B, H, W, C].
+
+  Inside the hole Omega the result x solves the discrete Poisson equation with the generated image's gradients
+  and the known pixels as Dirichlet boundary:
+    |N_p| x_p - sum_{q in N_p} x_q = sum_{q in N_p} (g_p - g_q)   for p in Omega, x_q = y_q for q not in Omega,
+  with N_p the 4-neighbours of p inside the image. Outside the hole x = y exactly. Solved per image and channel
+  by conjugate gradients (the system is SPD whenever the image has a known pixel).
+  """
+  known = jnp.broadcast_to(valid, image.shape)
+  hole = 1.0 - known
+  n = _neighbour_sum(jnp.ones_like(image))  # in-image neighbours: 4 inside, 3 on edges, 2 in corners
+
+  def laplace(u):  # the system restricted to hole pixels (symmetric positive definite there)
+    return hole * (n * u - _neighbour_sum(hole * u))
+
+  rhs = hole * (_neighbour_sum(known * image) + n * generated - _neighbour_sum(generated))
+  u = conjugate_gradient(laplace, rhs, hole * generated, max_iterations, tol)
+  return known * image + hole * u
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Latent optimisation
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+  """Latent-optimisation completion with a trained DCGAN. Hashable: a static argument of `jax.jit`.
+
+  generator: z f32[B, latent_dim] -> f32[B, S, S, 3]; discriminator: f32[B, S, S, 3] -> logits f32[B, K].
+  Call it (pure, jit-able) or use `run` (checks the inputs, shards the batch over a mesh and jits).
+  """
+
+  generator: nn.Module
+  discriminator: nn.Module
+  gan_loss: str = "sigmoid_ce"
+  iterations: int = 1000
+  learning_rate: float = 0.01
+  b1: float = 0.9
+  b2: float = 0.999
+  lam: float = 0.1
+  weighted: bool = False
+  window: int = 7
+  blend: str = "composite"
+  poisson_iterations: int = 2000
+
+  def __post_init__(self):
+    gan_losses.get_gan_loss(self.gan_loss)
+    if self.blend not in BLENDS:
+      raise ValueError(f"completion blend must be one of {BLENDS}; got {self.blend!r}")
+    if self.iterations < 0:
+      raise ValueError(f"completion iterations must be >= 0; got {self.iterations}")
+
+  @property
+  def image_size(self) -> int:
+    return self.generator.image_size
+
+  def check_inputs(self, image, valid, z_init) -> None:
+    """Static shape checks (also under jit): ValueError naming what is wrong and the size that is needed."""
+    check_image_size(image, self.image_size, "DCGAN completion (the generator's output size)")
+    if valid.shape != image.shape[:3] + (1,):
+      raise ValueError(f"valid must be f32[B, H, W, 1] matching image {tuple(image.shape)}; got {tuple(valid.shape)}")
+    if z_init.shape != (image.shape[0], self.generator.latent_dim):
+      raise ValueError(f"z_init must be f32[{image.shape[0]}, {self.generator.latent_dim}] (one latent per image); "
+                       f"got {tuple(z_init.shape)}")
+
+  def __call__(self, variables: dict[str, Any], image: jax.Array, valid: jax.Array,
+               z_init: jax.Array) -> dict[str, jax.Array]:
+    """Completes each image independently.
+
+    variables: {'generator': flax variables, 'discriminator': flax variables} (eval mode: running statistics,
+    so an image's completion does not depend on the others in its batch). image f32[B, S, S, 3] in [-1, 1];
+    valid f32[B, S, S, 1]; z_init f32[B, latent_dim]. Returns z f32[B, d], generated G(z*) f32[B, S, S, 3],
+    output (the composite or Poisson blend), context and perceptual f32[iterations + 1, B]: the losses at
+    every iterate z_0 .. z_T (so history[-1] belongs to the returned z).
+    """
+    self.check_inputs(image, valid, z_init)
+    weights = context_weights(valid, self.weighted, self.window)
+    _, g_loss = gan_losses.get_gan_loss(self.gan_loss)
+    tx = optax.adam(self.learning_rate, b1=self.b1, b2=self.b2)
+
+    def generate(z):  # one latent f32[d] -> one image f32[S, S, 3]
+      return self.generator.apply(variables["generator"], z[None], train=False)[0]
+
+    def losses(z, y, w):
+      x = generate(z)
+      logits = self.discriminator.apply(variables["discriminator"], x[None], train=False)[0]
+      ctx, per = jnp.sum(jnp.abs(w * (x - y))), g_loss(logits)
+      return ctx + self.lam * per, (ctx, per)
+
+    def one_image(z0, y, w):
+      def step(carry, _):
+        z, opt = carry
+        (_, terms), grad = jax.value_and_grad(losses, has_aux=True)(z, y, w)
+        updates, opt = tx.update(grad, opt, z)
+        return (jnp.clip(optax.apply_updates(z, updates), -1.0, 1.0), opt), terms
+
+      (z, _), (ctx, per) = jax.lax.scan(step, (z0, tx.init(z0)), length=self.iterations)
+      _, (ctx_t, per_t) = losses(z, y, w)
+      return z, jnp.append(ctx, ctx_t), jnp.append(per, per_t)
+
+    z, ctx, per = jax.vmap(one_image)(jnp.clip(z_init, -1.0, 1.0), image, weights)
+    generated = self.generator.apply(variables["generator"], z, train=False)
+    if self.blend == "poisson":
+      output = poisson_blend(image, generated, valid, self.poisson_iterations)
+    else:
+      output = composite(image, generated, valid)
+    return {"z": z, "generated": generated, "output": output, "context": ctx.T, "perceptual": per.T}
+
+  def run(self, variables: dict[str, Any], image, valid, z_init, mesh: jax.sharding.Mesh | None = None):
+    """Checks the inputs, splits the batch over `mesh` (default: all devices) and runs the jitted completion.
+
+    A batch that does not divide over the devices is padded with copies of its last image (dropped again).
+    Returns numpy arrays as `__call__` does.
+    """
+    image, valid, z_init = (np.asarray(a, np.float32) for a in (image, valid, z_init))
+    self.check_inputs(image, valid, z_init)
+    check_has_known_pixels(valid)
+    mesh = mesh if mesh is not None else sharding.make_mesh()
+    n, devices = image.shape[0], mesh.devices.size
+    pad = -n % devices
+    if pad:
+      image, valid, z_init = (np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in (image, valid, z_init))
+    batch = NamedSharding(mesh, P("data"))
+    image, valid, z_init = (jax.device_put(a, batch) for a in (image, valid, z_init))
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
+    out = _jitted_call(self, variables, image, valid, z_init)
+    out = jax.device_get(out)
+    return {k: (np.asarray(v)[:, :n] if k in ("context", "perceptual") else np.asarray(v)[:n])
+            for k, v in out.items()}
+
+
+_jitted_call = jax.jit(lambda completion, *args: completion(*args), static_argnums=0)
+
+
+def check_has_known_pixels(valid) -> None:
+  """ValueError naming the images whose mask has no known pixel: there is nothing to complete them from."""
+  valid = np.asarray(valid)
+  empty = np.flatnonzero(valid.reshape(valid.shape[0], -1).max(axis=1) <= 0)
+  if empty.size:
+    raise ValueError(f"image(s) {empty.tolist()} have no known pixels (valid is 0 everywhere): nothing to complete "
+                     "from")
+
+
+def initial_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
+  """z_0 ~ U(-1, 1)^d per image, the prior the DCGAN was trained with; f32[num, latent_dim]."""
+  return jax.random.uniform(jax.random.key(seed), (num, latent_dim), minval=-1.0, maxval=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --mode=complete
+
+
+def seed001_scores(image: np.ndarray, completed: np.ndarray) -> dict[str, np.ndarray]:
+  """Seed 001's metrics per image, from scikit-image on 8-bit images (as the seed computed them): f64[B] each.
+
+  mse: mean squared error in 0..255 units; ssim: `structural_similarity` with its defaults (7x7 uniform window,
+  data range 255, averaged over channels); psnr in dB. image, completed: f32[B, H, W, 3] in [-1, 1].
+  """
+  from skimage import metrics as skm
+
+  from jaxinpaint.visualize import to_uint8
+
+  a, b = to_uint8(image), to_uint8(completed)
+  return {"mse": np.array([skm.mean_squared_error(x, y) for x, y in zip(a, b)]),
+          "ssim": np.array([skm.structural_similarity(x, y, channel_axis=-1) for x, y in zip(a, b)]),
+          "psnr": np.array([skm.peak_signal_noise_ratio(x, y, data_range=255) if np.any(x != y) else 100.0
+                            for x, y in zip(a, b)])}
+
+
+def completion_images(config, num: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num` held-out examples, as the trainer's eval set prepares them (image f32[n, S, S, 3] in [-1, 1],
+  valid f32[n, S, S, 1] from `config.masks.eval_kind`); images repeat when the eval split has fewer."""
+  from jaxinpaint.data import pipeline, sources
+
+  source = sources.make_source(config.data, "eval")
+  if num > len(source):
+    logging.warning("completion: %d images asked, the eval split has %d; images repeat", num, len(source))
+  resize = config.data.get("resize", None)
+  examples = [pipeline.eval_example(i, source=source, size=config.data.image_size,
+                                    resize=None if resize is None else tuple(resize),
+                                    mask_fn=pipeline.configured_mask_fn(config.masks, config.masks.eval_kind),
+                                    shorter_side=config.data.get("shorter_side", 0)) for i in range(num)]
+  return np.stack([e["image"] for e in examples]), np.stack([e["valid"] for e in examples])
+
+
+def tile(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray:
+  """uint8[N, H, W, 3] -> one uint8 image, `columns` per row, white padding."""
+  n, h, w, c = images.shape
+  rows = -(-n // columns)
+  grid = np.full((rows * (h + 2 * pad), columns * (w + 2 * pad), c), 255, np.uint8)
+  for i, im in enumerate(images):
+    top, left = (i // columns) * (h + 2 * pad) + pad, (i % columns) * (w + 2 * pad) + pad
+    grid[top:top + h, left:left + w] = im
+  return grid
+
+
+def _run_config(config, workdir: str):
+  """The trained run's own config (model, data, masks) with this invocation's `completion` section."""
+  import ml_collections
+
+  from jaxinpaint import train
+
+  if not os.path.isfile(os.path.join(workdir, train.CONFIG_FILE)):
+    return config
+  run_config = train.load_config(workdir)
+  run_config.completion = ml_collections.ConfigDict(config.completion.to_dict())
+  return run_config
+
+
+def complete_run(config, workdir: str) -> dict[str, Any]:
+  """`--mode=complete`: restores the DCGAN in `workdir`, completes `config.completion.num_images` held-out images
+  and writes `workdir/completion/{metrics.json, completions.png, samples.png}`. Returns the metrics dict.
+
+  completions.png: target | mask | input | G(z*) | completed | |error| per image; samples.png: G(z) for random z.
+  metrics.json: seed 001's MSE / SSIM (and PSNR) of the completed images against the originals, mean and per
+  image, the project's seed-004 metrics, the same numbers for the masked input (holes grey), and the mean
+  context loss along the optimisation.
+  """
+  from jaxinpaint import checkpointing, metrics, train, visualize
+
+  config = _run_config(config, workdir)
+  if config.task != "dcgan":
+    raise ValueError(f"--mode=complete needs a DCGAN run (config.task='dcgan'); {workdir} is a "
+                     f"{config.task!r} run")
+  trainer = train.Trainer(config)
+  target = checkpointing.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
+  try:
+    step, state = ckpt.restore_state_only(target)
+  finally:
+    ckpt.close()
+  task, c = trainer.task, config.completion
+  params = state.ema_params if state.ema_params is not None else state.params
+  variables = task.network_variables(params, state.model_state)
+  image, valid = completion_images(config, c.num_images)
+  z0 = initial_latents(c.seed, len(image), task.latent_dim)
+  logging.info("completing %d images: %d iterations of Adam on z, blend %s", len(image), c.iterations, c.blend)
+  out = task.completer().run(variables, image, valid, z0, mesh=trainer.mesh)
+
+  scores = seed001_scores(image, out["output"])
+  baseline = seed001_scores(image, image * valid)
+  project = metrics.inpainting_metrics((image + 1) / 2, (np.clip(out["generated"], -1, 1) + 1) / 2, valid)
+  checkpoints = sorted({0, 1, 10, 100, c.iterations} & set(range(c.iterations + 1)))
+  result = {
+      "step": int(step), "gan_loss": config.loss.gan_loss, "num_images": len(image), "iterations": c.iterations,
+      "blend": c.blend, "weighted_context": bool(c.weighted), "lam": c.lam,
+      **{k: float(v.mean()) for k, v in scores.items()},
+      "per_image": {k: v.tolist() for k, v in scores.items()},
+      "masked_input": {k: float(v.mean()) for k, v in baseline.items()},
+      "project_metrics": {k: float(np.mean(v)) for k, v in project.items()},
+      "context_loss": {str(t): float(out["context"][t].mean()) for t in checkpoints},
+      "perceptual_loss": {str(t): float(out["perceptual"][t].mean()) for t in checkpoints},
+  }
+  if jax.process_index() == 0:
+    folder = os.path.join(workdir, "completion")
+    os.makedirs(folder, exist_ok=True)
+    grid = visualize.sample_grid(image, valid, out["generated"], max_rows=len(image))
+    visualize.save_png(grid, os.path.join(folder, "completions.png"))
+    samples = task.generator.apply(variables["generator"], initial_latents(c.seed + 1, 64, task.latent_dim))
+    visualize.save_png(tile(visualize.to_uint8(np.asarray(samples))), os.path.join(folder, "samples.png"))
+    if c.blend != "composite":  # the grid's composite column is the plain composite; show the blend too
+      visualize.save_png(tile(visualize.to_uint8(out["output"])), os.path.join(folder, f"{c.blend}.png"))
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    logging.info("completion of step %d: MSE %.2f, SSIM %.4f, PSNR %.2f dB (masked input: MSE %.2f, SSIM %.4f); "
+                 "written to %s", step, result["mse"], result["ssim"], result["psnr"], result["masked_input"]["mse"],
+                 result["masked_input"]["ssim"], folder)
+  return result
