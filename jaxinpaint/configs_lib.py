@@ -22,6 +22,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = "inpainting"
   c.batch_size = 25  # global, over all devices and processes
   c.num_train_steps = 300_000
+  # Device mesh (jaxinpaint/sharding.py): "data=-1" splits the batch over every device; "data=-1,fsdp=2" also
+  # shards each state leaf of >= fsdp_min_size elements over pairs of devices (FSDP) to save memory.
+  c.mesh = "data=-1"
+  c.fsdp_min_size = 1 << 16
 
   c.model = ml_collections.ConfigDict(dict(
       name="unet", conv="weighted", depth=7, features=(64, 128, 256, 512), kernel_sizes=(7, 5, 5, 3),
@@ -96,13 +100,16 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
   """One clear ValueError line for values the config type checks cannot catch."""
-  from jaxinpaint import layers  # late imports: configs files import this module without jax set-up
+  from jaxinpaint import layers, sharding  # late imports: configs files import this module without jax set-up
   from jaxinpaint.data import pipeline
 
   if c.batch_size <= 0:
     raise ValueError(f"config.batch_size must be positive; got {c.batch_size}")
   if c.num_train_steps <= 0:
     raise ValueError(f"config.num_train_steps must be positive; got {c.num_train_steps}")
+  sharding.parse_mesh(c.get("mesh", sharding.DEFAULT_MESH))
+  if c.get("fsdp_min_size", 0) < 0:
+    raise ValueError(f"config.fsdp_min_size must be >= 0; got {c.fsdp_min_size}")
   for key in ("log_every", "eval_every", "checkpoint_every"):
     if c.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive; got {c.train[key]}")
