@@ -2,27 +2,20 @@
 (each GAN loss against its formula), one Adam per network, sharded == single device, bad sizes fail clearly."""
 
 import functools
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers  # tests/helpers.py
 from jaxinpaint import sharding, tasks, train
 from jaxinpaint.data import pipeline
 from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 from jaxinpaint.models.dcgan import SubpixelUp, depth_to_space
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def load_config(variant="tiny", **overrides):
-  spec = importlib.util.spec_from_file_location("dcgan_config", os.path.join(ROOT, "configs", "dcgan.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  config = helpers.load_config("dcgan", variant)
   for key, value in overrides.items():
     section, name = key.split("__")
     config[section][name] = value
@@ -198,16 +191,7 @@ def test_one_adam_per_network_with_its_own_rate():
 def test_sharded_step_equals_single_device_step():
   config = load_config()
   config.optim.eps = 1.0  # update proportional to the gradient, so float-noise signs do not decide the check
-  batches = [next(it) for it in [pipeline.make_train_iterator(config)] for _ in range(2)]
-  results = {}
-  for name, devices in (("sharded", jax.devices()), ("single", jax.devices()[:1])):
-    trainer = train.Trainer(config, devices)
-    state = trainer.initial_state()
-    step = trainer.compile_step(trainer.task, state)
-    for batch in batches:
-      state, m = step(state, sharding.to_global(batch, trainer.mesh))
-    results[name] = (float(m.loss.compute()), [np.asarray(x) for x in jax.tree.leaves((state.params,
-                                                                                       state.model_state))])
-  assert results["sharded"][0] == pytest.approx(results["single"][0], rel=1e-5)
+  results = helpers.sharded_and_single(config)
+  assert results["sharded"][0]["loss"] == pytest.approx(results["single"][0]["loss"], rel=1e-5)
   for a, b in zip(results["sharded"][1], results["single"][1]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -3,7 +3,6 @@ per generator update, the sharded GAN step equals the single-device step, G and 
 :tiny steps, a resumed run is bit-exact, and TensorBoard gets both losses, D(real)/D(fake) and the stage images."""
 
 import glob
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -13,22 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxinpaint import gan_tasks, models, sharding, train
-from jaxinpaint.data import pipeline
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name, variant="tiny"):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
-def leaves(tree):
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
+from jaxinpaint import gan_tasks, models, train
+from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
 
 def tiny_batch(n=2, size=32):
   rng = np.random.default_rng(0)
@@ -115,16 +100,9 @@ def test_sharded_gan_step_equals_single_device_step():
   # smooth in g; the step and its reductions are what this test compares.
   for optim in (config.optim, config.d_optim):
     optim.eps = 1e-3
-  batches = [next(it) for it in [pipeline.make_train_iterator(config)] for _ in range(2)]
-  params, metrics = {}, {}
-  for name, devices in (("sharded", jax.devices()), ("single", jax.devices()[:1])):
-    trainer = train.Trainer(config, devices)
-    state = trainer.initial_state()
-    step = trainer.compile_step(trainer.task, state)
-    for batch in batches:
-      state, m = step(state, sharding.to_global(batch, trainer.mesh))
-    metrics[name] = {k: float(v) for k, v in m.compute().items()}
-    params[name] = leaves(state.params) + leaves(state.model_state)
+  runs = sharded_and_single(config)
+  metrics = {name: m for name, (m, _) in runs.items()}
+  params = {name: p for name, (_, p) in runs.items()}
   for key in ("g_loss", "d_loss", "d_real", "d_fake", "l1_refined"):
     assert metrics["sharded"][key] == pytest.approx(metrics["single"][key], rel=1e-4, abs=1e-6), key
   for a, b in zip(params["sharded"], params["single"]):

@@ -9,7 +9,6 @@
 """
 
 import collections
-import importlib.util
 import math
 import os
 import re
@@ -22,6 +21,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import helpers  # tests/helpers.py
 from jaxinpaint import sharding, train
 from jaxinpaint.data import pipeline
 
@@ -32,10 +32,7 @@ SHAPE = re.compile(r"\b(?:f64|f32|bf16|f16|s32|u32|pred)\[([\d,]*)\]")
 
 
 def load_config(variant="tiny"):
-  spec = importlib.util.spec_from_file_location("wconv", os.path.join(ROOT, "configs", "wconv.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  config = helpers.load_config("wconv", variant)
   config.optim.eps = 1.0  # updates linear in the gradient: comparisons check maths, not float-noise signs
   return config
 

@@ -2,7 +2,6 @@
 TensorBoard scalars and sample grids written, non-finite losses stop the run, bad input fails in one line."""
 
 import glob
-import importlib.util
 import os
 import signal
 
@@ -12,19 +11,9 @@ import pytest
 
 from jaxinpaint import checkpointing, sharding, train
 from jaxinpaint.data import pipeline
+from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name="wconv", variant="tiny"):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
-def leaves(tree):
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 def test_sharded_step_equals_single_device_step():
@@ -33,20 +22,9 @@ def test_sharded_step_equals_single_device_step():
   # gradient of 0, so their sign is float noise and differs with the reduction order. A large eps makes the
   # update proportional to the gradient, so the comparison checks the maths, not the noise's sign.
   config.optim.eps = 1.0
-  batches = [next(it) for it in [pipeline.make_train_iterator(config)] for _ in range(2)]
-  params, losses = {}, {}
-  for name, devices in (("sharded", jax.devices()), ("single", jax.devices()[:1])):
-    trainer = train.Trainer(config, devices)
-    assert trainer.mesh.devices.size == len(devices)
-    state = trainer.initial_state()
-    step = trainer.compile_step(trainer.task, state)
-    for batch in batches:
-      gbatch = sharding.to_global(batch, trainer.mesh)
-      if name == "sharded":
-        assert len(gbatch["image"].sharding.device_set) == 8
-      state, m = step(state, gbatch)
-    losses[name] = float(m.loss.compute())
-    params[name] = leaves(state.params) + leaves(state.model_state)
+  runs = sharded_and_single(config)
+  losses = {name: m["loss"] for name, (m, _) in runs.items()}
+  params = {name: p for name, (_, p) in runs.items()}
   assert losses["sharded"] == pytest.approx(losses["single"], rel=1e-5)
   assert len(params["sharded"]) == len(params["single"])
   for a, b in zip(params["sharded"], params["single"]):
