@@ -61,6 +61,9 @@ def time_layer(name: str, x: jax.Array, valid: jax.Array) -> float:
 
 def main(argv):
   del argv
+  from jaxinpaint import xla_flags
+
+  xla_flags.set_cpu_flags()  # the flags the trainer runs with; before the first computation starts the backend
   rng = np.random.default_rng(0)
   shape = (FLAGS.batch, FLAGS.size, FLAGS.size, FLAGS.channels)
   valid = jnp.asarray(random_valid(rng, FLAGS.batch, FLAGS.size))
