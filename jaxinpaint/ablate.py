@@ -104,11 +104,15 @@ def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
                          "compares methods on the same held-out images")
 
 
+LAYOUT_KEYS = ("eval", "mesh", "fsdp_min_size")  # change how a run is evaluated or laid out, not what it learns
+
+
 def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
-  """Keys (dotted) whose values differ, ignoring the eval section (it does not change training)."""
+  """Keys (dotted) whose values differ, ignoring LAYOUT_KEYS (the eval section, the device mesh)."""
   a = json.loads(saved.to_json_best_effort(sort_keys=True))
   b = json.loads(wanted.to_json_best_effort(sort_keys=True))
-  a.pop("eval", None), b.pop("eval", None)
+  for key in LAYOUT_KEYS:
+    a.pop(key, None), b.pop(key, None)
   diffs = []
 
   def walk(x, y, prefix):

@@ -108,3 +108,13 @@ def test_configs_must_share_their_held_out_data(tmp_path):
   with pytest.raises(ValueError, match="unknown mask kind 'center'"):
     ablate.ablate(CONFIGS, str(tmp_path), variant="tiny", overrides=["eval.masks=center"])
   assert not os.listdir(tmp_path)  # nothing trained before the request was checked
+
+
+def test_layout_keys_do_not_make_another_run():
+  saved = ablate.load_config_file(CONFIGS[0], "tiny")
+  wanted = ablate.load_config_file(CONFIGS[0], "tiny")
+  wanted.mesh, wanted.fsdp_min_size, wanted.eval.masks = "data=-1,fsdp=2", 4096, "centre"
+  assert ablate._same_config(saved, wanted) == []
+  wanted.optim.learning_rate = 0.5
+  del saved.mesh  # runs saved before config.mesh existed still compare
+  assert ablate._same_config(saved, wanted) == ["optim.learning_rate"]
