@@ -1,4 +1,4 @@
-"""Inpainting models: the U-Net here; GAN generators and critics join the registry as they land."""
+"""Inpainting models: the U-Net, the DeepFill v1/v2 generators and their critics, the DCGAN; `MODELS` by config name."""
 
 from jaxinpaint.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from jaxinpaint.models.deepfill import DeepFillV1Generator, DeepFillV2Generator
