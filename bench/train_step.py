@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 # name -> (configs/<file>.py, {dotted config key: value})
 MODELS = {
     "unet_partial": ("pconv", {}),
+    "unet_partial_concat": ("pconv", {"model.decoder": "concat"}),  # the unfused decoder form, for comparison
     "unet_weighted": ("wconv", {}),
     "unet_gated": ("wconv", {"model.conv": "gated"}),
     "unet_plain": ("plain", {}),

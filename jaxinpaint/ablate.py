@@ -104,7 +104,8 @@ def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
                          "compares methods on the same held-out images")
 
 
-LAYOUT_KEYS = ("eval", "mesh", "fsdp_min_size")  # change how a run is evaluated or laid out, not what it learns
+# Change how a run is evaluated, laid out or computed, not what it learns (dotted for nested keys).
+LAYOUT_KEYS = ("eval", "mesh", "fsdp_min_size", "model.decoder")
 
 
 def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
@@ -112,7 +113,12 @@ def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.Config
   a = json.loads(saved.to_json_best_effort(sort_keys=True))
   b = json.loads(wanted.to_json_best_effort(sort_keys=True))
   for key in LAYOUT_KEYS:
-    a.pop(key, None), b.pop(key, None)
+    *parents, leaf = key.split(".")
+    for tree in (a, b):
+      for parent in parents:
+        tree = tree.get(parent) if isinstance(tree, dict) else None
+      if isinstance(tree, dict):
+        tree.pop(leaf, None)
   diffs = []
 
   def walk(x, y, prefix):

@@ -30,7 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       name="unet", conv="weighted", depth=7, features=(64, 128, 256, 512), kernel_sizes=(7, 5, 5, 3),
       norm="",  # '' = the conv's default: weighted BatchNorm for 'weighted', BatchNorm otherwise
-      norm_momentum=0.999, norm_epsilon=1e-8, freeze_encoder_norm=False, out_channels=3))
+      norm_momentum=0.999, norm_epsilon=1e-8, freeze_encoder_norm=False, out_channels=3,
+      decoder="subpixel"))  # or 'concat' (models/unet.py: same maths, fewer gradient bytes, more FLOPs)
 
   c.loss = ml_collections.ConfigDict(dict(
       name="pconv",  # 'pconv' (Liu et al. total loss), 'mse' (seed 002), 'l1'
@@ -121,6 +122,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.data.image_size must be positive; got {c.data.image_size}")
   if c.model.name == "unet":
     layers.get_conv(c.model.conv)
+    from jaxinpaint.models.unet import DECODERS
+
+    if c.model.get("decoder", DECODERS[0]) not in DECODERS:
+      raise ValueError(f"config.model.decoder must be one of {DECODERS}; got {c.model.decoder!r}")
     step = 2**c.model.depth
     if c.data.image_size % step:
       raise ValueError(

@@ -114,7 +114,8 @@ def test_layout_keys_do_not_make_another_run():
   saved = ablate.load_config_file(CONFIGS[0], "tiny")
   wanted = ablate.load_config_file(CONFIGS[0], "tiny")
   wanted.mesh, wanted.fsdp_min_size, wanted.eval.masks = "data=-1,fsdp=2", 4096, "centre"
+  wanted.model.decoder = "concat"
   assert ablate._same_config(saved, wanted) == []
   wanted.optim.learning_rate = 0.5
-  del saved.mesh  # runs saved before config.mesh existed still compare
+  del saved.mesh, saved.model.decoder  # runs saved before these keys existed still compare
   assert ablate._same_config(saved, wanted) == ["optim.learning_rate"]

@@ -145,6 +145,17 @@ def test_data_parallel_step_reduces_each_gradient_once_and_gathers_nothing(runs)
   assert trainer.memory["argument_size_in_bytes"] > 0  # the compiled step's memory is recorded (and logged)
 
 
+def test_concat_decoder_reduces_every_kernel_gradient_in_its_own_shape():
+  config = load_config()
+  config.model.decoder = "concat"
+  trainer = train.Trainer(config)
+  step = trainer.compile_step(trainer.task, trainer.initial_state())
+  ops, shapes = collectives(step.as_text())
+  assert set(ops) == {"all-reduce"}, ops
+  kernels = sorted(x.shape for x in jax.tree.leaves(trainer.abstract_state.params) if x.ndim == 4)
+  assert sorted(s for s in shapes if len(s) == 4) == kernels
+
+
 def test_fsdp_shards_large_kernels_and_matches_data_parallel(runs):
   trainer = runs["fsdp"]["trainer"]
   params, shardings = runs["fsdp"]["state"].params, trainer.state_shardings

@@ -126,3 +126,32 @@ def test_registry():
   assert isinstance(make_model("unet", conv="plain"), InpaintingUNet)
   with pytest.raises(ValueError, match="unknown model 'vae'"):
     make_model("vae")
+
+
+@pytest.mark.parametrize("conv", ["weighted", "plain"])  # per-channel real-valued masks; the united mask
+def test_both_decoder_forms_compute_the_same_net(conv):
+  """decoder='subpixel' (fused) and 'concat' (upsample, concatenate, 3x3 conv): same params, same output, same
+  batch statistics and same gradients, on a non-square input with holes. (Partial shares weighted's mask path,
+  gated shares plain's; layers are checked one by one in test_conv_formulation.py.)"""
+  image, valid = _inputs(2, 24, 40, seed=3)
+  nets = {d: InpaintingUNet(conv=conv, depth=3, decoder=d, **SMALL) for d in ("subpixel", "concat")}
+  variables = nets["concat"].init(jax.random.key(0), image, valid)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, nets["subpixel"].init(
+      jax.random.key(0), image, valid))
+
+  @jax.jit
+  def run(params):
+    def loss(p, net):
+      out, state = net.apply({**variables, "params": p}, image, valid, train=True, mutable=["batch_stats"])
+      return jnp.mean(jnp.square(out - image)), (out, state)
+    return {d: jax.value_and_grad(loss, has_aux=True)(params, net) for d, net in nets.items()}
+
+  results = run(variables["params"])
+  (loss_s, (out_s, state_s)), grad_s = results["subpixel"]
+  (loss_c, (out_c, state_c)), grad_c = results["concat"]
+  np.testing.assert_allclose(np.asarray(out_s), np.asarray(out_c), rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves((state_s, grad_s)), jax.tree.leaves((state_c, grad_c))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+  assert float(loss_s) == pytest.approx(float(loss_c), rel=1e-5)
+  with pytest.raises(ValueError, match="decoder must be one of"):
+    InpaintingUNet(conv=conv, depth=3, decoder="transpose", **SMALL).init(jax.random.key(0), image, valid)

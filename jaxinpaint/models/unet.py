@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jaxinpaint import layers
 
 NORMS = ("batch", "weighted_batch", "none")
+DECODERS = ("subpixel", "concat")
 
 
 upsample2 = layers.masked_conv.upsample2  # nearest x2, f32[B, H, W, C] -> f32[B, 2H, 2W, C]
@@ -70,6 +71,11 @@ class InpaintingUNet(nn.Module):
   norm_epsilon: float = 1e-5
   freeze_encoder_norm: bool = False  # the paper's fine-tuning stage: encoder norms use running statistics
   out_channels: int = 3
+  # How a decoder conv sees concat([upsample2(h), skip]) (same params, same maths up to float rounding):
+  # 'subpixel' forms neither tensor and runs the upsampled half as a 2x2 sub-pixel conv (fewer FLOPs; faster on
+  # CPU); 'concat' forms both and runs one 3x3 conv (each kernel's gradient is all-reduced in its own shape:
+  # ~20 % fewer gradient bytes under data parallelism, for communication-bound multi-GPU runs).
+  decoder: str = "subpixel"
   dtype: Any = jnp.float32  # activation dtype; params stay float32
 
   def _width(self, level: int) -> int:
@@ -85,6 +91,8 @@ class InpaintingUNet(nn.Module):
     norm = self.norm or ("weighted_batch" if self.conv == "weighted" else "batch")
     if norm not in NORMS:
       raise ValueError(f"InpaintingUNet norm must be one of {NORMS}; got {norm!r}")
+    if self.decoder not in DECODERS:
+      raise ValueError(f"InpaintingUNet decoder must be one of {DECODERS}; got {self.decoder!r}")
     carries_mask = self.conv in ("partial", "weighted")
 
     valid = valid.astype(jnp.float32)
@@ -121,9 +129,18 @@ class InpaintingUNet(nn.Module):
       # DeepFill's rule for gated nets: the output conv is ungated-linear (identity feature activation).
       extra = {"activation": None} if (last and self.conv == "gated") else {}
       # The conv of concat([upsample2(h), skip]) with the masks concatenated per channel (partial/weighted: sum(1)
-      # and sum(M) count every channel) or united (gated/plain), fused: neither tensor is formed (masked_conv.py).
-      h, m = conv_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **extra)(
-          h, m, skip=(skip_h.astype(h.dtype), skip_m))
+      # and sum(M) count every channel) or united (gated/plain).
+      dec = conv_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **extra)
+      if self.decoder == "subpixel":  # fused: neither tensor is formed (layers/masked_conv.py)
+        h, m = dec(h, m, skip=(skip_h.astype(h.dtype), skip_m))
+      else:
+        h, m = upsample2(h), upsample2(m)
+        if carries_mask:
+          cat_m = jnp.concatenate([jnp.broadcast_to(m, h.shape[:3] + (h.shape[-1],)),
+                                   jnp.broadcast_to(skip_m, skip_h.shape[:3] + (skip_h.shape[-1],))], axis=-1)
+        else:
+          cat_m = jnp.maximum(m, skip_m)
+        h, m = dec(jnp.concatenate([h, skip_h.astype(h.dtype)], axis=-1), cat_m)
       if not last:
         h = normalise(h, m, f"dec{level + 1}_norm", not train)
         h = nn.leaky_relu(h, 0.2)
