@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -12,24 +11,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(name: str, arg: str | None = None):
   """configs/<name>.py's get_config(arg)."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  from jaxinpaint import configs_lib
+
+  return configs_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"), arg)
 
 
-def unet_config(name: str, size: int, batch: int):
-  """configs/<name>.py (full model) at `size` px, global batch `batch`, depth 7 at 256 px and above."""
+def depth_for(size: int) -> int:
+  """U-Net depth at `size` px: the papers' 7 at 256 px and above, fewer levels for smaller images."""
+  return 7 if size >= 256 else max(1, int(np.log2(size)) - 2)
+
+
+def bench_config(name: str, size: int, batch: int, overrides: dict | None = None):
+  """configs/<name>.py (full model) at `size` px, global batch `batch`, U-Net depth `depth_for(size)`, then
+  `overrides` ({dotted key: value})."""
   config = load_config(name)
-  config.data.image_size = size
-  config.batch_size = batch
-  config.model.depth = 7 if size >= 256 else max(1, int(np.log2(size)) - 2)
+  config.data.image_size, config.batch_size = size, batch
+  if config.model.name == "unet":
+    config.model.depth = depth_for(size)
   config.optim.schedule = "constant"  # one compiled step: no fine-tuning switch mid-bench
+  for key, value in (overrides or {}).items():
+    section, _, leaf = key.rpartition(".")
+    (config[section] if section else config)[leaf] = value
   return config
 
 
 def pconv_config(size: int, batch: int):
-  return unet_config("pconv", size, batch)
+  return bench_config("pconv", size, batch)
+
+
+def package_version(package: str) -> str:
+  from importlib.metadata import version
+
+  return version(package)
 
 
 def batch_arrays(size: int, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

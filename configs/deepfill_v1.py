@@ -11,20 +11,15 @@ betas (0.5, 0.9), square-box training masks (`random_box`, 128 +- 32 at 256 px).
   python -m jaxinpaint.main --config=configs/deepfill_v1.py:tiny --workdir=/tmp/t
 """
 
-import importlib.util
 import os
 
-
-def _gated():
-  # Config files are loaded by path (config_flags), so the sibling is loaded the same way.
-  spec = importlib.util.spec_from_file_location("_gated_config", os.path.join(os.path.dirname(__file__), "gated.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from jaxinpaint.configs_lib import load_config_module
 
 
 def get_config(arg=None):
-  config = _gated().deepfill_config(arg, generator="deepfill_v1", cnum=32)
+  # Config files are loaded by path (config_flags), so the sibling is loaded the same way.
+  gated = load_config_module(os.path.join(os.path.dirname(__file__), "gated.py"))
+  config = gated.deepfill_config(arg, generator="deepfill_v1", cnum=32)
   config.discriminator.name = "global_local"
   config.discriminator.features = (64, 128, 256, 256)
   if arg == "demo":

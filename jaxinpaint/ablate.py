@@ -15,7 +15,6 @@ finished one, whose saved config equals the requested one, is reused without rec
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxinpaint import baselines, evaluate
+from jaxinpaint import baselines, configs_lib, evaluate
 from jaxinpaint import perceptual_metrics as perceptual_lib
 
 # How tables name the configs this project ships; others appear under their file name.
@@ -37,16 +36,8 @@ SHARED_DATA_KEYS = ("source", "name", "path", "eval_split", "image_size", "resiz
 
 
 def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
-  """`get_config(variant)` of a config file such as configs/wconv.py (a ':variant' suffix also works)."""
-  if ":" in os.path.basename(path):
-    path, variant = path.rsplit(":", 1)
-  if not os.path.isfile(path):
-    raise ValueError(f"config file {path!r} does not exist")
-  name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f"jaxinpaint_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return evaluate.with_defaults(module.get_config(variant or None))
+  """`configs_lib.load_config_file` with every eval key filled in (`evaluate.with_defaults`)."""
+  return evaluate.with_defaults(configs_lib.load_config_file(path, variant))
 
 
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:

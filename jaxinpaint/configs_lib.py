@@ -8,11 +8,33 @@ parse time; `validate_config` catches unknown names and impossible sizes.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import types
+
 import ml_collections
 from ml_collections import config_dict
 
 VARIANTS = ("demo", "tiny")
 DATA_SOURCES = ("demo", "folder", "tfds", "lfw")
+
+
+def load_config_module(path: str) -> types.ModuleType:
+  """A config file (e.g. configs/wconv.py) as a module; config files are loaded by path, not imported."""
+  if not os.path.isfile(path):
+    raise ValueError(f"config file {path!r} does not exist")
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"jaxinpaint_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(variant)` of a config file such as configs/wconv.py (a ':variant' suffix also works)."""
+  if ":" in os.path.basename(path):
+    path, variant = path.rsplit(":", 1)
+  return load_config_module(path).get_config(variant or None)
 
 
 def base_config() -> ml_collections.ConfigDict:

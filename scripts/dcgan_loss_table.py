@@ -8,7 +8,6 @@ composite), and writes the table, seed 001's numbers beside ours, to WORKDIR/tab
 MSE is in 0..255 units and SSIM is scikit-image's default, both on 8-bit images, as the seed computed them.
 """
 
-import importlib.util
 import json
 import os
 import sys
@@ -31,10 +30,9 @@ _ITERATIONS = flags.DEFINE_integer("iterations", None, "Completion iterations (d
 
 
 def load_config(variant: str, gan_loss: str):
-  spec = importlib.util.spec_from_file_location("dcgan_config", os.path.join(ROOT, "configs", "dcgan.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  from jaxinpaint import configs_lib
+
+  config = configs_lib.load_config_file(os.path.join(ROOT, "configs", "dcgan.py"), variant)
   config.loss.gan_loss = gan_loss
   if _STEPS.value:
     config.num_train_steps = _STEPS.value

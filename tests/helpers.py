@@ -1,12 +1,11 @@
 """Shared by the tests: configs/<name>.py by name, a pytree's leaves as numpy, the sharded-vs-single-device run."""
 
-import importlib.util
 import os
 
 import jax
 import numpy as np
 
-from jaxinpaint import sharding, train
+from jaxinpaint import configs_lib, sharding, train
 from jaxinpaint.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,10 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(name: str = "wconv", variant: str | None = "tiny"):
   """configs/<name>.py's get_config(variant)."""
-  spec = importlib.util.spec_from_file_location(f"config_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return configs_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"), variant)
 
 
 def leaves(tree) -> list[np.ndarray]:

@@ -3,7 +3,6 @@ over the iterations, the composite keeps the known pixels exactly, Poisson blend
 8 devices == 1 device, clear errors, and `--mode=complete` end to end."""
 
 import importlib
-import importlib.util
 import json
 import os
 
@@ -15,11 +14,11 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy.signal import convolve2d
 
+import helpers  # tests/helpers.py
 from jaxinpaint import completion, sharding, train
 from jaxinpaint.data import masks
 from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEN = DCGANGenerator(latent_dim=8, features=(16, 8, 8))  # 32 px
 DISC = DCGANDiscriminator(features=(8, 8), image_size=32)
 
@@ -156,10 +155,7 @@ def test_bad_inputs_fail_with_one_clear_line(setup):
 
 
 def test_mode_complete_end_to_end(tmp_path):
-  spec = importlib.util.spec_from_file_location("dcgan_config", os.path.join(ROOT, "configs", "dcgan.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
+  config = helpers.load_config("dcgan", "tiny")
   workdir = str(tmp_path)
   trained = train.train_and_evaluate(config, workdir)
   assert trained["step"] == config.num_train_steps

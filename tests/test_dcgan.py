@@ -14,6 +14,7 @@ from jaxinpaint.data import pipeline
 from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 from jaxinpaint.models.dcgan import SubpixelUp, depth_to_space
 
+
 def load_config(variant="tiny", **overrides):
   config = helpers.load_config("dcgan", variant)
   for key, value in overrides.items():

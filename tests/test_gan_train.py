@@ -15,6 +15,7 @@ import pytest
 from jaxinpaint import gan_tasks, models, train
 from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
 
+
 def tiny_batch(n=2, size=32):
   rng = np.random.default_rng(0)
   valid = np.ones((n, size, size, 1), np.float32)

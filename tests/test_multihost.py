@@ -19,12 +19,9 @@ STEPS = 3
 
 
 def multihost_config():
-  import importlib.util
+  import helpers  # tests/helpers.py; imported here, as the worker defers its jax imports
 
-  spec = importlib.util.spec_from_file_location("wconv", os.path.join(ROOT, "configs", "wconv.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
+  config = helpers.load_config("wconv", "tiny")
   config.num_train_steps = STEPS
   config.model.depth = 3  # :tiny minus two levels: the same machinery, half the compile time
   config.train.update(log_every=STEPS, eval_every=STEPS, checkpoint_every=STEPS)
