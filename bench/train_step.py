@@ -57,18 +57,10 @@ FLAGS = flags.FLAGS
 
 
 def model_config(name: str, size: int, batch: int):
-  from common import load_config
+  from common import bench_config
 
   file, overrides = MODELS[name]
-  config = load_config(file)
-  config.data.image_size, config.batch_size = size, batch
-  if config.model.name == "unet":
-    config.model.depth = 7 if size >= 256 else max(1, int(np.log2(size)) - 2)
-  config.optim.schedule = "constant"  # one compiled step: no fine-tuning switch mid-bench
-  for key, value in overrides.items():
-    section, _, leaf = key.rpartition(".")
-    (config[section] if section else config)[leaf] = value
-  return config
+  return bench_config(file, size, batch, overrides)
 
 
 def median_time(fn, steps: int, warmup: int) -> float:
@@ -163,12 +155,11 @@ def main(argv):
              "load": round(os.getloadavg()[0], 2)}
   from jaxinpaint import xla_flags
 
-  print(json.dumps({"machine": machine, "jax": _version("jax"), "xla_flags": xla_flags.set_cpu_flags()}))
+  from common import package_version
+
+  print(json.dumps({"machine": machine, "jax": package_version("jax"), "xla_flags": xla_flags.set_cpu_flags()}))
   rates = []
   for name in FLAGS.models:
-    if not os.path.isfile(os.path.join(ROOT, "configs", f"{MODELS[name][0]}.py")):
-      print(json.dumps({"model": name, "skipped": f"configs/{MODELS[name][0]}.py does not exist"}), flush=True)
-      continue
     args = [sys.executable, os.path.abspath(__file__), f"--child={name}", f"--size={FLAGS.size}",
             f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
             f"--infer_sizes={','.join(FLAGS.infer_sizes)}", f"--infer_batch={FLAGS.infer_batch}"]
@@ -187,12 +178,6 @@ def main(argv):
       result["fastest_train_step_images_per_s"] = max(rates)
       result["pipeline_over_train_step"] = round(result["images_per_s"] / max(rates), 1)
     print(json.dumps(result), flush=True)
-
-
-def _version(package: str) -> str:
-  from importlib.metadata import version
-
-  return version(package)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from common import batch_arrays  # bench/common.py (the script directory is on sys.path)
+from common import batch_arrays, depth_for, package_version  # bench/common.py (the script directory is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -47,10 +47,6 @@ flags.DEFINE_integer("cores", 0, "Pin each worker to this many cores (0: all); 1
 FLAGS = flags.FLAGS
 
 FEATURES, KERNELS = (64, 128, 256, 512), (7, 5, 5, 3)
-
-
-def depth_for(size: int) -> int:
-  return 7 if size >= 256 else max(1, int(np.log2(size)) - 2)
 
 
 def model_flops(size: int, batch: int, depth: int) -> tuple[float, float]:
@@ -244,7 +240,7 @@ def race():
 
   info = {"size": FLAGS.size, "batch": FLAGS.batch, "cpu": platform.processor() or platform.machine(),
             "cores": FLAGS.cores or os.cpu_count(), "load_before": round(load[0], 2), "load_after": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__, "jax": _jax_version()}
+            "torch": torch.__version__, "jax": package_version("jax")}
   print(json.dumps({"matmul_peak_gflops": {k: round(max(v), 1) for k, v in peaks.items()}, **info}))
   for mode in FLAGS.models:
     flops = train_flops if mode == "train" else fwd_flops
@@ -259,12 +255,6 @@ def race():
         "torch_fraction_of_peak": round(flops / med["torch"] / 1e9 / peak, 3),
         "jax_fraction_of_peak": round(flops / med["jax"] / 1e9 / peak, 3),
         "timed_steps": len(times[("jax", mode)]), **info}), flush=True)
-
-
-def _jax_version():
-  from importlib.metadata import version
-
-  return version("jax")
 
 
 def check():
