@@ -10,9 +10,10 @@
 - `mean_fill`: every hole pixel set to the mean colour of the image's known pixels (the floor any method must
   clear; holes at mid-grey are what `train.Trainer.evaluate_baseline` scores).
 
-Each takes `image: uint8[H, W, 3]` and `hole: bool[H, W]` (True = missing) and returns `uint8[H, W, 3]` whose
-known pixels are the input's, byte for byte. An image with no known pixel is filled with mid-grey (128) by every
-method: there is nothing to propagate. `inpaint_batch` runs one on a model-style batch (f32 in [-1, 1]).
+Each takes `image: uint8[H, W, 3]` and `hole: bool[H, W]` (True = missing; pixels under it are never read) and
+returns `uint8[H, W, 3]` whose known pixels are the input's, byte for byte. An image with no known pixel is filled
+with mid-grey (128) by every method: there is nothing to propagate. `inpaint_batch` runs one on a model-style
+batch (f32 in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def _check(image: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     raise ValueError(f"image must be uint8[H, W, 3]; got {image.dtype}{list(image.shape)}")
   if hole.shape != image.shape[:2]:
     raise ValueError(f"hole must be bool[{image.shape[0]}, {image.shape[1]}] like the image; got {hole.shape}")
-  return np.ascontiguousarray(image), hole.astype(bool)
+  hole = hole.astype(bool)
+  # OpenCV's methods read the pixels under the mask: blank them (mid-grey, as `inpaint_batch` always fed them).
+  return np.ascontiguousarray(np.where(hole[..., None], 128, image).astype(np.uint8)), hole
 
 
 def _keep_known(image: np.ndarray, hole: np.ndarray, filled: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ import math
 import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from ml_collections import ConfigDict
 from PIL import Image
 
 from jaxinpaint.data import sources
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_mask_files import write_png16  # noqa: E402
 
 
 def _write(path, array, **save_kwargs):
@@ -98,6 +102,38 @@ def test_folder_source_finds_splits_and_decodes(tmp_path):
   assert sources.FolderSource(str(tmp_path), "eval", eval_fraction=0.25).files == held.files
   assert repr(held) == f"FolderSource(path={str(tmp_path)!r}, split='eval', eval_fraction=0.25)"
   assert train.num_skipped == 0
+
+
+def test_16_bit_pngs_decode_to_their_8_bit_levels(tmp_path):
+  """A real photo written as 16-bit PNG (grey, as PIL opens 'I;16'; RGB; RGBA) decodes within 1 level of its
+  8-bit self in training (FolderSource) and in the inpaint tool, not as all white."""
+  from skimage import data
+
+  from jaxinpaint import inpaint
+  photo = data.astronaut()[::4, ::4]  # 128 x 128
+  grey = np.asarray(Image.fromarray(photo).convert("L"))
+  deep = {"grey16.png": deepen(grey), "rgb16.png": deepen(photo),
+          "rgba16.png": np.concatenate([deepen(photo), np.full(photo.shape[:2] + (1,), 65535, np.uint16)], -1)}
+  expected = {"grey16.png": np.repeat(grey[..., None], 3, -1), "rgb16.png": photo, "rgba16.png": photo}
+  os.makedirs(tmp_path / "photos")
+  for name, array in deep.items():
+    write_png16(tmp_path / "photos" / name, array)
+  with Image.open(tmp_path / "photos" / "grey16.png") as image:
+    assert image.mode == "I;16"
+  folder = sources.FolderSource(str(tmp_path / "photos"), "train", eval_fraction=0.0)
+  for name, want in expected.items():
+    for decoded in (folder[folder.files.index(str(tmp_path / "photos" / name))],
+                    inpaint.read_image(str(tmp_path / "photos" / name))):
+      assert decoded.dtype == np.uint8 and decoded.shape == want.shape
+      assert np.abs(decoded.astype(int) - want).max() <= 1, name
+  np.testing.assert_array_equal(sources.to_rgb(grey.astype(np.uint16) * 257), expected["grey16.png"])
+
+
+def deepen(image):
+  """uint8 -> uint16 levels v * 257 plus sub-level noise (0..199) in the low byte, white kept at 65535: a 16-bit
+  photo is not just its 8 bits shifted up."""
+  noise = np.random.default_rng(0).integers(0, 200, image.shape)
+  return np.minimum(image.astype(np.int64) * 257 + noise, 65535).astype(np.uint16)
 
 
 def test_folder_source_skips_and_counts_corrupt_file(tmp_path, caplog):
@@ -187,3 +223,29 @@ def test_make_source_dispatches(tmp_path):
     sources.make_source(config, "train")
   with pytest.raises(ValueError, match="split must be one of"):
     sources.make_source(config, "test")
+
+
+def test_demo_training_stream_reads_only_training_photos(monkeypatch):
+  """The wconv demo's training batches (multi-scale crops, jitter) are cut from training photos only, and those
+  include the grayscale photos and textures."""
+  from jaxinpaint import configs_lib
+  from jaxinpaint.data import pipeline
+
+  config = configs_lib.load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "wconv.py"), "demo")
+  config.data.num_workers, config.batch_size = 0, 4
+  read = []
+  original = sources.DemoSource.__getitem__
+
+  def recording(self, index):
+    read.append((self.split, self.names[index]))
+    return original(self, index)
+
+  monkeypatch.setattr(sources.DemoSource, "__getitem__", recording)
+  iterator = pipeline.make_train_iterator(config)
+  for _ in range(6):
+    next(iterator)
+  assert len(read) >= 24 and {split for split, _ in read} == {"train"}  # (grain reads ahead)
+  assert not {name for _, name in read} & set(sources.DEMO_EVAL_PHOTOS)
+  train = sources.DemoSource("train")
+  grey = [n for n, image in zip(train.names, train._images) if np.array_equal(image[..., 0], image[..., 2])]
+  assert len(train) >= 16 and {"camera", "brick", "grass"} <= set(grey)

@@ -22,12 +22,13 @@ Hole ratios measured over 200 draws per generator (seeds 0..199), `hole_ratio`, 
     random_box       0.26 [0.14, 0.39]     0.26 [0.14, 0.39]    (0.251 over 5000 draws)
     random_boxes     0.13 [0.02, 0.30]     0.13 [0.02, 0.29]
     free_form        0.16 [0.02, 0.44]     0.16 [0.02, 0.44]
-    deepfill_v2      0.27 [0.10, 0.49]     0.27 [0.10, 0.49]
+    deepfill_v2      0.31 [0.16, 0.52]     0.31 [0.17, 0.52]    (box alone: 0.19 [0.14, 0.25])
     lines_circles    0.17 [0.01, 0.35]     0.16 [0.01, 0.34]
     random_lines     0.15 [0.01, 0.31]     0.15 [0.01, 0.31]
     lama_thin        0.28 [0.04, 0.49]     0.28 [0.04, 0.49]
     lama_medium      0.23 [0.00, 0.46]     0.23 [0.01, 0.45]
     lama_thick       0.26 [0.00, 0.50]     0.26 [0.01, 0.50]
+    lama (training)  0.36 [0.01, 0.89]     0.35 [0.01, 0.89]    (never rejected, as LaMa's training generator)
 
 (tests/test_masks.py checks looser bounds around these.)
 """
@@ -43,6 +44,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from jaxinpaint.data import mask_files
+
 __all__ = [
     "HOLE_RATIO_BUCKETS",
     "LAMA_SETTINGS",
@@ -51,6 +54,7 @@ __all__ = [
     "MaskFolder",
     "bucket_of",
     "centre_box",
+    "deepfill_v2_box",
     "deepfill_v2_mask",
     "folder_mask",
     "free_form",
@@ -80,6 +84,9 @@ LAMA_SETTINGS = {
                    boxes=(1, 5), box_side=(10, 50), box_margin=0),
     "thick": dict(strokes=(1, 5), max_width=100, max_len=200, box_weight=0.3,
                   boxes=(1, 3), box_side=(30, 150), box_margin=10),
+    # LaMa's training mix (abl-04-256-mh-dist.yaml as released): irregular and box generators at proba 1 each
+    "train": dict(strokes=(1, 5), max_width=100, max_len=200, box_weight=1.0,
+                  boxes=(1, 4), box_side=(30, 150), box_margin=10),
 }
 
 
@@ -253,21 +260,30 @@ def free_form(rng: np.random.Generator, h: int, w: int, strokes: Sequence[int] =
     return _to_valid(hole)
 
 
-def deepfill_v2_mask(rng: np.random.Generator, h: int, w: int, box_fraction: float = 0.5,
-                     max_shrink: float = 0.25) -> np.ndarray:
-    """DeepFill v2 training mask: holes of a shrunk random box OR free-form strokes. valid: f32[h, w].
+def deepfill_v2_box(rng: np.random.Generator, h: int, w: int, box_fraction: float = 0.5,
+                    max_delta: float = 0.25) -> tuple[int, int, int, int]:
+    """The shrunk box of DeepFill v2's training mask as (top, left, height, width).
 
-    The box is (box_fraction h, box_fraction w) (128 at 256 px) at a random position fully inside, then each
-    side pair shrinks symmetrically by d ~ U{0..max_shrink * side} pixels per side (reference
-    `bbox2mask`: delta ~ randint(height // 4 + 1)), so a side ranges over [side / 2, side].
+    Reference (JiahuiYu `inpaint.yml` + `bbox2mask`): a HEIGHT = WIDTH = 128 box at 256 px at a random position
+    (margins 0), then each side pair shrinks symmetrically by d ~ randint(MAX_DELTA // 2 + 1) pixels per side,
+    MAX_DELTA = 32: sides 96..128, mean box area 112^2 = 0.19 of the image. Both scale with the image: the box
+    is box_fraction of each axis and MAX_DELTA is max_delta of the box's side (32 / 128).
     """
-    _check(rng, h, w)
     bh, bw = max(int(box_fraction * h), 1), max(int(box_fraction * w), 1)
     top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
-    dh = int(rng.integers(0, int(max_shrink * bh) + 1))
-    dw = int(rng.integers(0, int(max_shrink * bw) + 1))
+    dh = int(rng.integers(0, int(max_delta * bh) // 2 + 1))
+    dw = int(rng.integers(0, int(max_delta * bw) // 2 + 1))
+    return top + dh, left + dw, bh - 2 * dh, bw - 2 * dw
+
+
+def deepfill_v2_mask(rng: np.random.Generator, h: int, w: int, box_fraction: float = 0.5,
+                     max_delta: float = 0.25) -> np.ndarray:
+    """DeepFill v2 training mask: holes of a shrunk random box (`deepfill_v2_box`) OR free-form strokes
+    (`free_form`). valid: f32[h, w]."""
+    _check(rng, h, w)
+    top, left, bh, bw = deepfill_v2_box(rng, h, w, box_fraction, max_delta)
     hole = np.zeros((h, w), bool)
-    hole[top + dh:top + bh - dh, left + dw:left + bw - dw] = True
+    hole[top:top + bh, left:left + bw] = True
     return np.minimum(_to_valid(hole), free_form(rng, h, w))
 
 
@@ -381,22 +397,6 @@ def lama_mask(rng: np.random.Generator, h: int, w: int, kind: str = "thin",
 # ------------------------------------------------------------------------------------------ folders
 
 
-def _read_hole(path: str) -> np.ndarray:
-    """Reads a mask file as bool hole[H0, W0]: grey level in [0, 1] > 0.5 (white = hole)."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode not in ("1", "L", "I", "F") and not img.mode.startswith("I;16"):
-            img = img.convert("L")
-        arr = np.asarray(img)
-    if arr.dtype == bool:
-        return arr.copy()
-    if arr.dtype == np.uint8:
-        return arr > 127.5
-    if arr.dtype.kind in "ui":  # 16-bit PNGs
-        return arr.astype(np.float64) / 65535.0 > 0.5
-    return arr.astype(np.float64) > 0.5
-
-
 def _resize_nearest(hole: np.ndarray, h: int, w: int) -> np.ndarray:
     """Nearest-neighbour resize by pixel centres (same sampling as PIL NEAREST)."""
     src_h, src_w = hole.shape
@@ -467,7 +467,7 @@ class MaskFolder:
         for offset in range(len(self.files)):
             path = self.files[(index + offset) % len(self.files)]
             try:
-                hole = _read_hole(path)
+                hole = mask_files.read_hole(path)
                 break
             except Exception as e:  # noqa: BLE001 - decode errors only show on a full read
                 self._skip(path, e)
@@ -575,6 +575,7 @@ MASK_GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "lama_thin": functools.partial(lama_mask, kind="thin"),
     "lama_medium": functools.partial(lama_mask, kind="medium"),
     "lama_thick": functools.partial(lama_mask, kind="thick"),
+    "lama": functools.partial(lama_mask, kind="train", max_hole=1.0),  # training masks are never rejected
     "folder": folder_mask,
 }
 

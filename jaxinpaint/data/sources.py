@@ -23,10 +23,12 @@ SPLITS = ("train", "eval")
 
 
 def to_rgb(image: Any) -> np.ndarray:
-  """Any 2-D/3-D image array (gray, gray+1, RGB, RGBA; uint8, bool or float in [0, 1]) -> uint8[H, W, 3]."""
+  """Any 2-D/3-D image array (gray, gray+1, RGB, RGBA; uint8, uint16, bool or float in [0, 1]) -> uint8[H, W, 3]."""
   image = np.asarray(image)
   if image.dtype == bool:
     image = image.astype(np.uint8) * 255
+  elif image.dtype.kind == "u" and image.dtype.itemsize == 2:  # 16-bit: 65535 is white, as 255 is
+    image = np.round(image.astype(np.float64) / 257.0).astype(np.uint8)
   elif np.issubdtype(image.dtype, np.floating):
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
   elif image.dtype != np.uint8:
@@ -38,6 +40,22 @@ def to_rgb(image: Any) -> np.ndarray:
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)
   return np.ascontiguousarray(image[..., :3])
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """An image file as uint8[H, W, 3] RGB, EXIF rotation applied, 16-bit files scaled to 8 bits.
+
+  PIL opens 16-bit grey PNGs as 'I;16' (or 'I'), whose convert('RGB') clips every level above 255 to white.
+  Raises what PIL raises (OSError, ValueError, ...) for an unreadable file.
+  """
+  with Image.open(path) as image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):
+      levels = np.asarray(image)
+      if levels.size and (levels.min() < 0 or levels.max() > 65535):
+        raise ValueError(f"{image.mode} image with levels outside 0..65535")
+      return to_rgb(levels.astype(np.uint16))
+    return np.asarray(image.convert("RGB"))
 
 
 def _check_split(split: str) -> None:
@@ -186,9 +204,8 @@ class FolderSource:
 
   def _decode(self, i: int) -> np.ndarray | None:
     try:
-      with Image.open(self.files[i]) as image:
-        # Phone photos store their rotation in EXIF; apply it so crops see the upright picture.
-        return to_rgb(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+      # Phone photos store their rotation in EXIF; read_rgb applies it so crops see the upright picture.
+      return read_rgb(self.files[i])
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
       self._bad.add(i)
       logging.warning("Skipping unreadable image %s (%s); %d skipped so far.", self.files[i], error, len(self._bad))
@@ -220,8 +237,19 @@ DEMO_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "immunohistochemistry": _packaged("skimage", "data", "ihc.png"),
     "retina": _packaged("skimage", "data", "retina.jpg"),
     "stereo_motorcycle": _packaged("skimage", "data", "motorcycle_left.png"),
+    "stereo_motorcycle_right": _packaged("skimage", "data", "motorcycle_right.png"),
     "china": _packaged("sklearn", "datasets", "images", "china.jpg"),
     "flower": _packaged("sklearn", "datasets", "images", "flower.jpg"),
+    # Grayscale photographs and textures (as RGB). Left out: the synthetic images (chessboard, colour wheel,
+    # logo, phantom, horse silhouette), the text scans (page, text) and the 102 px microaneurysms crop.
+    "camera": _packaged("skimage", "data", "camera.png"),
+    "moon": _packaged("skimage", "data", "moon.png"),
+    "coins": _packaged("skimage", "data", "coins.png"),
+    "cell": _packaged("skimage", "data", "cell.png"),
+    "clock_motion": _packaged("skimage", "data", "clock_motion.png"),
+    "brick": _packaged("skimage", "data", "brick.png"),
+    "grass": _packaged("skimage", "data", "grass.png"),
+    "gravel": _packaged("skimage", "data", "gravel.png"),
     # Held out for eval: never seen in training.
     "chelsea": _packaged("skimage", "data", "chelsea.png"),
     "coffee": _packaged("skimage", "data", "coffee.png"),
