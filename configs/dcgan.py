@@ -3,7 +3,9 @@
 Seed 001's setup: CelebA faces at 64x64 in [-1, 1], the DCGAN of its tables (G: 100 -> 4x4x1024 -> ... ->
 64x64x3, D: 5x5 stride-2 convs 64-128-256-512 -> 1 logit), Adam (2e-4, b1 0.5), 20 epochs, batch 64; the GAN
 loss is `config.loss.gan_loss` = 'sigmoid_ce' | 'softmax_ce' | 'mse' (also 'hinge', 'wgan'). Completion: centre
-hole (a quarter of the image), z optimised by Adam (lr 0.01) for 1000 iterations, lambda 0.1.
+hole (a quarter of the image), z optimised by Adam (lr 0.01) for 1000 iterations, lambda 0.1, D's BatchNorm on
+the statistics of the batch being completed (bamos' reference; `--config.completion.discriminator_stats=running`
+for the running averages).
 
   python -m jaxinpaint.main --config=configs/dcgan.py --workdir=runs/dcgan                    # train (CelebA, TFDS)
   python -m jaxinpaint.main --config=configs/dcgan.py --workdir=runs/dcgan --mode=complete    # complete, score
@@ -44,7 +46,8 @@ def get_config(arg=None):
   config.train.update(log_every=100, eval_every=5000, checkpoint_every=5000)
   config.completion = ml_collections.ConfigDict(dict(
       iterations=1000, learning_rate=0.01, b1=0.9, b2=0.999, lam=0.1, weighted=False, window=7,
-      blend="composite", poisson_iterations=2000, eval_iterations=100, num_images=64, seed=0))
+      blend="composite", poisson_iterations=2000, eval_iterations=100, num_images=64, seed=0,
+      discriminator_stats="batch"))  # D's BatchNorm while completing: this batch's statistics (bamos) or "running"
 
   if arg in ("demo", "tiny"):
     config.data.update(source="lfw", name="lfw", train_split="train", eval_split="eval", shorter_side=0)

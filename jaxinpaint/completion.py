@@ -10,8 +10,13 @@ For an image y with known-pixel mask M (`valid`, 1 = known) and a trained genera
   x = M * y + (1 - M) * G(z*)                              (or Poisson blending of G(z*) into the hole)
 
 Adam on z (lr 0.01, betas 0.9/0.999, ~1000 iterations), z clipped to [-1, 1] after every step, lambda 0.1, as in
-Yeh et al. and bamos' reference. Each image has its own z and its own Adam moments: the optimisation is written
-for one image and vmapped, so a batch is many independent problems; sharded over devices along the batch.
+Yeh et al. and bamos' reference. Each image has its own z and its own Adam moments (Adam is elementwise, so one
+Adam on the stacked z f32[B, d] is B independent ones); the batch is sharded over devices.
+
+D's BatchNorm (`discriminator_stats`): 'batch' (default, as bamos' reference, whose D stays in training mode
+while completing) normalises with the statistics of the batch being completed, so the perceptual term of one
+image depends on the other images of its batch; 'running' uses the running averages collected in training
+(then every image is an independent problem). G always runs on its running statistics.
 
 `complete_run(config, workdir)` is `--mode=complete`: it restores a trained DCGAN run and writes completed images
 and their metrics under `workdir/completion/`.
@@ -32,10 +37,11 @@ import optax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxinpaint import gan_losses, sharding
+from jaxinpaint import gan_losses, progress, sharding
 from jaxinpaint.models.dcgan import check_image_size
 
 BLENDS = ("composite", "poisson")
+DISCRIMINATOR_STATS = ("batch", "running")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -160,11 +166,16 @@ class Completion:
   window: int = 7
   blend: str = "composite"
   poisson_iterations: int = 2000
+  discriminator_stats: str = "batch"  # D's BatchNorm: 'batch' (bamos' reference) or 'running' (eval mode)
+  progress: bool = False  # `run` sets it on a terminal: host callbacks move a progress bar
 
   def __post_init__(self):
     gan_losses.get_gan_loss(self.gan_loss)
     if self.blend not in BLENDS:
       raise ValueError(f"completion blend must be one of {BLENDS}; got {self.blend!r}")
+    if self.discriminator_stats not in DISCRIMINATOR_STATS:
+      raise ValueError(f"completion discriminator_stats must be one of {DISCRIMINATOR_STATS}; got "
+                       f"{self.discriminator_stats!r}")
     if self.iterations < 0:
       raise ValueError(f"completion iterations must be >= 0; got {self.iterations}")
 
@@ -185,8 +196,9 @@ class Completion:
                z_init: jax.Array) -> dict[str, jax.Array]:
     """Completes each image independently.
 
-    variables: {'generator': flax variables, 'discriminator': flax variables} (eval mode: running statistics,
-    so an image's completion does not depend on the others in its batch). image f32[B, S, S, 3] in [-1, 1];
+    variables: {'generator': flax variables, 'discriminator': flax variables} (G on its running statistics; D on
+    the batch's own with discriminator_stats='batch', so the batch is one coupled problem, or on its running
+    statistics with 'running', so each image's completion is independent). image f32[B, S, S, 3] in [-1, 1];
     valid f32[B, S, S, 1]; z_init f32[B, latent_dim]. Returns z f32[B, d], generated G(z*) f32[B, S, S, 3],
     output (the composite or Poisson blend), context and perceptual f32[iterations + 1, B]: the losses at
     every iterate z_0 .. z_T (so history[-1] belongs to the returned z).
@@ -196,53 +208,61 @@ class Completion:
     _, g_loss = gan_losses.get_gan_loss(self.gan_loss)
     tx = optax.adam(self.learning_rate, b1=self.b1, b2=self.b2)
 
-    def generate(z):  # one latent f32[d] -> one image f32[S, S, 3]
-      return self.generator.apply(variables["generator"], z[None], train=False)[0]
+    def logits_of(x):  # f32[B, S, S, 3] -> f32[B, K]
+      if self.discriminator_stats == "running":
+        return self.discriminator.apply(variables["discriminator"], x, train=False)
+      # training-mode BatchNorm: this batch's statistics; the running-average update is discarded
+      return self.discriminator.apply(variables["discriminator"], x, train=True, mutable=["batch_stats"])[0]
 
-    def losses(z, y, w):
-      x = generate(z)
-      logits = self.discriminator.apply(variables["discriminator"], x[None], train=False)[0]
-      ctx, per = jnp.sum(jnp.abs(w * (x - y))), g_loss(logits)
-      return ctx + self.lam * per, (ctx, per)
+    def losses(z):  # z f32[B, d]; summed over images, so d/dz_i is image i's own gradient (+ D's BN coupling)
+      x = self.generator.apply(variables["generator"], z, train=False)
+      ctx, per = context_loss(x, image, weights), jax.vmap(g_loss)(logits_of(x))
+      return jnp.sum(ctx + self.lam * per), (ctx, per)
 
-    def one_image(z0, y, w):
-      def step(carry, _):
-        z, opt = carry
-        (_, terms), grad = jax.value_and_grad(losses, has_aux=True)(z, y, w)
-        updates, opt = tx.update(grad, opt, z)
-        return (jnp.clip(optax.apply_updates(z, updates), -1.0, 1.0), opt), terms
+    def step(carry, i):
+      if self.progress:
+        progress.device_tick(i, max(1, self.iterations // 100))
+      z, opt = carry
+      (_, terms), grad = jax.value_and_grad(losses, has_aux=True)(z)
+      updates, opt = tx.update(grad, opt, z)
+      return (jnp.clip(optax.apply_updates(z, updates), -1.0, 1.0), opt), terms
 
-      (z, _), (ctx, per) = jax.lax.scan(step, (z0, tx.init(z0)), length=self.iterations)
-      _, (ctx_t, per_t) = losses(z, y, w)
-      return z, jnp.append(ctx, ctx_t), jnp.append(per, per_t)
-
-    z, ctx, per = jax.vmap(one_image)(jnp.clip(z_init, -1.0, 1.0), image, weights)
+    z0 = jnp.clip(z_init, -1.0, 1.0)
+    (z, _), (ctx, per) = jax.lax.scan(step, (z0, tx.init(z0)), jnp.arange(self.iterations))
+    _, (ctx_t, per_t) = losses(z)
+    ctx, per = jnp.concatenate([ctx, ctx_t[None]]), jnp.concatenate([per, per_t[None]])  # [iterations + 1, B]
     generated = self.generator.apply(variables["generator"], z, train=False)
     if self.blend == "poisson":
       output = poisson_blend(image, generated, valid, self.poisson_iterations)
     else:
       output = composite(image, generated, valid)
-    return {"z": z, "generated": generated, "output": output, "context": ctx.T, "perceptual": per.T}
+    return {"z": z, "generated": generated, "output": output, "context": ctx, "perceptual": per}
 
   def run(self, variables: dict[str, Any], image, valid, z_init, mesh: jax.sharding.Mesh | None = None):
     """Checks the inputs, splits the batch over `mesh` (default: all devices) and runs the jitted completion.
 
-    A batch that does not divide over the devices is padded with copies of its last image (dropped again).
-    Returns numpy arrays as `__call__` does.
+    A batch that does not divide over the devices is padded with copies of its last image (dropped again) when
+    D runs on running statistics; with batch statistics copies would change them, so the batch is split over the
+    most devices that divide it instead. Returns numpy arrays as `__call__` does.
     """
     image, valid, z_init = (np.asarray(a, np.float32) for a in (image, valid, z_init))
     self.check_inputs(image, valid, z_init)
     check_has_known_pixels(valid)
     mesh = mesh if mesh is not None else sharding.make_mesh()
     n, devices = image.shape[0], mesh.devices.size
+    if self.discriminator_stats == "batch" and n % devices:
+      devices = max(k for k in range(1, devices + 1) if n % k == 0)
+      mesh = sharding.make_mesh(list(mesh.devices.flat)[:devices])
     pad = -n % devices
     if pad:
       image, valid, z_init = (np.concatenate([a, np.repeat(a[-1:], pad, 0)]) for a in (image, valid, z_init))
     batch = NamedSharding(mesh, P("data"))
     image, valid, z_init = (jax.device_put(a, batch) for a in (image, valid, z_init))
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    out = _jitted_call(self, variables, image, valid, z_init)
-    out = jax.device_get(out)
+    with progress.bar(self.iterations, desc="complete", unit="iter") as bar, progress.fed_from_device(bar):
+      out = jax.device_get(_jitted_call(dataclasses.replace(self, progress=bar.enabled), variables, image, valid,
+                                        z_init))
+      bar.update(self.iterations - bar.n)
     return {k: (np.asarray(v)[:, :n] if k in ("context", "perceptual") else np.asarray(v)[:n])
             for k, v in out.items()}
 
@@ -362,6 +382,7 @@ def complete_run(config, workdir: str) -> dict[str, Any]:
   result = {
       "step": int(step), "gan_loss": config.loss.gan_loss, "num_images": len(image), "iterations": c.iterations,
       "blend": c.blend, "weighted_context": bool(c.weighted), "lam": c.lam,
+      "discriminator_stats": c.discriminator_stats,
       **{k: float(v.mean()) for k, v in scores.items()},
       "per_image": {k: v.tolist() for k, v in scores.items()},
       "masked_input": {k: float(v.mean()) for k, v in baseline.items()},

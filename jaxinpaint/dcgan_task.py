@@ -86,7 +86,7 @@ class DCGANTask:
     c = self.config.completion
     kwargs = dict(gan_loss=self.config.loss.gan_loss, iterations=c.iterations, learning_rate=c.learning_rate,
                   b1=c.b1, b2=c.b2, lam=c.lam, weighted=c.weighted, window=c.window, blend=c.blend,
-                  poisson_iterations=c.poisson_iterations)
+                  poisson_iterations=c.poisson_iterations, discriminator_stats=c.discriminator_stats)
     kwargs.update(overrides)
     return completion.Completion(self.generator, self.discriminator, **kwargs)
 

@@ -12,8 +12,10 @@ d(total)/d(D) = d(d_total)/d(D) and d(total)/d(G) = d(g_total)/d(G) (tested).
 
 - v2 (Yu et al. 2019): SN-PatchGAN on [image, hole], hinge loss, L1 on both stages (weight 1), Adam 1e-4
   (0.5, 0.999) for both.
-- v1 (Yu et al. 2018): global + local WGAN critics, gradient penalty (lambda 10), G adversarial weight 0.001,
-  spatially discounted L1 (gamma 0.9) in the hole + L1 on the known pixels for both stages (weight 1.2), Adam
+- v1 (Yu et al. 2018): global + local WGAN critics (the local one on a fixed window, `discriminator.local_fraction`
+  of the image, centred on the hole's box and big enough for the largest `random_box` hole), gradient penalty
+  (lambda 10), G adversarial weight 0.001, spatially discounted L1 (gamma 0.9) in the hole + L1 on the known
+  pixels, 1.2 x (1.2 x coarse + refined) (reference L1_LOSS_ALPHA = AE_LOSS_ALPHA = COARSE_L1_ALPHA = 1.2), Adam
   1e-4 (0.5, 0.9); `gan.n_critic` = 5 critic updates per generator update, done by `update_every`, which
   leaves G's params and Adam moments untouched except on steps where `step % n_critic == 0` (D updates on every
   step). The G backward pass still runs on the other steps (one step function, no second loop).
@@ -148,7 +150,13 @@ class PatchGANAdversary:
 
 @dataclasses.dataclass(frozen=True)
 class GlobalLocalAdversary:
-  """DeepFill v1's WGAN critics: one on the whole image, one on the image_size/2 patch around the hole."""
+  """DeepFill v1's WGAN critics: one on the whole image, one on a fixed-size window around the hole.
+
+  The reference's local patch is the hole's bounding box; static shapes under jit need one size, so the window is
+  ceil(local_fraction * image_size) px square (160 at 256: the largest hole `random_box` draws) centred on each
+  example's hole box and clamped inside the image, which then holds the whole hole (tested). A hole wider than
+  the window (another mask kind) is seen only in part.
+  """
 
   config: ml_collections.ConfigDict
 
@@ -164,7 +172,8 @@ class GlobalLocalAdversary:
 
   @property
   def size(self) -> int:
-    return self.config.data.image_size // 2
+    size = self.config.data.image_size
+    return min(size, math.ceil(self.config.discriminator.local_fraction * size - 1e-9))
 
   def init(self, rng, image, valid):
     k_global, k_local = jax.random.split(rng)
@@ -221,6 +230,9 @@ def check_gan_config(config: ml_collections.ConfigDict) -> None:
   if config.optim.schedule == "finetune":
     raise ValueError("config.optim.schedule='finetune' is the U-Net's two-stage schedule; DeepFill has no such "
                      "stage (use constant, cosine or exponential)")
+  if config.discriminator.name == "global_local" and not 0.0 < config.discriminator.local_fraction <= 1.0:
+    raise ValueError(f"config.discriminator.local_fraction must be in (0, 1] (the local critic's window over the "
+                     f"image side); got {config.discriminator.local_fraction}")
   if config.gan.n_critic < 1:
     raise ValueError(f"config.gan.n_critic must be >= 1; got {config.gan.n_critic}")
   size = config.data.image_size
@@ -290,7 +302,8 @@ class DeepFillTask:
   def losses(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array):
     """(g_total, d_total, new model_state, terms) with the stop_gradients described in the module docstring."""
     image, valid = batch["image"], batch["valid"]
-    out = self.generator.apply({"params": params["generator"]}, image, valid, train=True)
+    apply = functools.partial(self.generator.apply, train=True)
+    out = tasks.remat(self.config, apply)({"params": params["generator"]}, image, valid)
     composite = models.composite(image, out["refined"], valid)
     d_params = params["discriminator"]
     d_total, new_state, terms = self.adversary.d_loss(d_params, model_state, image, lax.stop_gradient(composite),

@@ -27,6 +27,8 @@ _VARIANT = flags.DEFINE_string("variant", "demo", "configs/dcgan.py variant.")
 _LOSSES = flags.DEFINE_list("losses", ["mse", "softmax_ce", "sigmoid_ce"], "GAN losses to compare.")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps per DCGAN (default: the variant's).")
 _ITERATIONS = flags.DEFINE_integer("iterations", None, "Completion iterations (default: the config's 1000).")
+_D_STATS = flags.DEFINE_enum("discriminator_stats", None, ["batch", "running"],
+                             "D's BatchNorm while completing (default: the config's 'batch', bamos' reference).")
 
 
 def load_config(variant: str, gan_loss: str):
@@ -38,6 +40,8 @@ def load_config(variant: str, gan_loss: str):
     config.num_train_steps = _STEPS.value
   if _ITERATIONS.value:
     config.completion.iterations = _ITERATIONS.value
+  if _D_STATS.value:
+    config.completion.discriminator_stats = _D_STATS.value
   return config
 
 
@@ -74,7 +78,8 @@ def main(argv):
            f"{c.data.source} ({c.data.image_size} px), G {tuple(c.model.generator_features)}, "
            f"D {tuple(c.model.discriminator_features)}; completion of {c.completion.num_images} held-out images, "
            f"{c.masks.eval_kind} hole, {c.completion.iterations} Adam steps on z (lr {c.completion.learning_rate}, "
-           f"lambda {c.completion.lam}), {c.completion.blend}. Total {total / 60:.1f} min.")
+           f"lambda {c.completion.lam}), {c.completion.blend}, D's BatchNorm on {c.completion.discriminator_stats} "
+           f"statistics. Total {total / 60:.1f} min.")
   table = markdown(rows, baseline, setup)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, "table.md"), "w") as f:

@@ -72,7 +72,9 @@ def test_completion_lowers_the_context_loss_and_keeps_known_pixels(setup):
   # history[t] is the loss at iterate t: the last entry is the returned z's
   generated = jax.jit(GEN.apply)(variables["generator"], jnp.asarray(out["z"]))
   np.testing.assert_allclose(np.abs(valid * (generated - image)).sum(axis=(1, 2, 3)), ctx[-1], rtol=1e-4)
-  logits = jax.jit(DISC.apply)(variables["discriminator"], generated)
+  # the default prior: D with training-mode BatchNorm on the completed batch (bamos)
+  logits = jax.jit(lambda d, x: DISC.apply(d, x, train=True, mutable=["batch_stats"])[0])(
+      variables["discriminator"], generated)
   np.testing.assert_allclose(out["perceptual"][-1], jax.nn.softplus(-logits[:, 0]), rtol=1e-4)
 
 
@@ -136,6 +138,35 @@ def test_completion_on_8_devices_equals_one_device(setup):
   for key in ("z", "generated", "output", "context", "perceptual"):
     assert many[key].shape == one[key].shape
     np.testing.assert_allclose(many[key], one[key], rtol=1e-5, atol=1e-5)
+
+
+def test_prior_uses_the_batch_statistics_of_the_batch_being_completed_by_default(setup):
+  # bamos' reference keeps D's BatchNorm in training mode while completing: the batch's own statistics
+  variables, image, valid = setup
+  z0 = completion.initial_latents(3, len(image), 8)
+  z_other = z0.at[4].set(-z0[4])  # another member of the batch changes
+  x, x_other = (GEN.apply(variables["generator"], z, train=False) for z in (z0, z_other))
+  # a fresh D's logits are ~0 whatever its statistics: scale its last layer so the prior tells them apart
+  d = variables["discriminator"]
+  d = {**d, "params": {**d["params"], "logits": jax.tree.map(lambda p: 100.0 * p, d["params"]["logits"])}}
+  variables = {**variables, "discriminator": d}
+  for stats, call in (("batch", lambda x: DISC.apply(d, x, train=True, mutable=["batch_stats"])[0]),
+                      ("running", lambda x: DISC.apply(d, x, train=False))):
+    kwargs = {} if stats == "batch" else {"discriminator_stats": "running"}  # the default is 'batch'
+    c = completion.Completion(GEN, DISC, iterations=0, **kwargs)
+    prior, prior_other = (np.asarray(jax.jit(c)(variables, image, valid, z)["perceptual"][0]) for z in (z0, z_other))
+    np.testing.assert_allclose(prior, np.asarray(completion.perceptual_loss(call(x))), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prior_other, np.asarray(completion.perceptual_loss(call(x_other))), rtol=1e-5,
+                               atol=1e-6)
+    moved = np.abs(prior_other[:4] - prior[:4]).max()  # images 0-3 kept their z
+    assert (moved > 1e-4) if stats == "batch" else (moved < 1e-6), (stats, moved)
+  with pytest.raises(ValueError, match="discriminator_stats must be one of"):
+    completion.Completion(GEN, DISC, discriminator_stats="eval")
+  config = helpers.load_config("dcgan", "tiny")
+  assert config.completion.discriminator_stats == "batch"
+  config.completion.discriminator_stats = "running"
+  from jaxinpaint import dcgan_task
+  assert dcgan_task.DCGANTask(config).completer().discriminator_stats == "running"
 
 
 def test_bad_inputs_fail_with_one_clear_line(setup):

@@ -14,8 +14,11 @@ from jaxinpaint.layers import ContextualAttention, contextual_attention, flow_to
 ca_lib = importlib.import_module("jaxinpaint.layers.contextual_attention")  # the package exports a same-named function
 
 
-def ca_numpy(f, b, valid, rate=2, k=3, fuse_k=3, scale=10.0):
-  """The module docstring's steps 1-4, one position at a time (edge-extended borders, exact overlap average)."""
+def ca_numpy(f, b, valid, rate=2, k=3, fuse_k=3, scale=10.0, cosine=False):
+  """The module docstring's steps 1-4, one position at a time (edge-extended borders, exact overlap average).
+
+  cosine=False: the reference's score <f_p, b_q / max(|b_q|, 1e-4)>; True: both patches normalised (eq. 1).
+  """
   batch, height, width, _ = f.shape
   hh, wh = height // rate, width // rate
   fs, bs = f[:, ::rate, ::rate], b[:, ::rate, ::rate]
@@ -40,7 +43,8 @@ def ca_numpy(f, b, valid, rate=2, k=3, fuse_k=3, scale=10.0):
     s = np.zeros((hh, wh, hh, wh))
     for pi, pj in positions:
       for qi, qj in positions:
-        s[pi, pj, qi, qj] = unit(patch(fs[n], pi, pj)) @ unit(patch(bs[n], qi, qj)) * cand[qi * wh + qj]
+        fp = patch(fs[n], pi, pj)
+        s[pi, pj, qi, qj] = (unit(fp) if cosine else fp) @ unit(patch(bs[n], qi, qj)) * cand[qi * wh + qj]
     fused = np.zeros_like(s)  # along width pairs, then along height pairs
     for pi, pj in positions:
       for qi, qj in positions:
@@ -82,13 +86,48 @@ def random_case(seed, batch=2, size=8, channels=3):
   return f, b, valid
 
 
-def test_matches_numpy_evaluation():
+def test_default_matches_the_reference_temperature_in_numpy():
+  # default: only background patches normalised, logit 10 <f, b/|b|> (JiahuiYu inpaint_ops.py)
   f, b, valid = random_case(0)
+  f = 0.3 * f  # |f_p| ~ 1.5: softmax neither flat nor one-hot, so a wrong temperature shows in y
   y, offsets, count = contextual_attention(jnp.asarray(f), jnp.asarray(b), jnp.asarray(valid))
-  y_np, offsets_np, counts_np = ca_numpy(f, b, valid)
+  y_np, offsets_np, counts_np = ca_numpy(f, b, valid, cosine=False)
   np.testing.assert_allclose(np.asarray(y), y_np, rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(offsets), offsets_np)
   assert np.asarray(count).tolist() == counts_np and min(counts_np) > 0
+  y_cos, _, _ = ca_numpy(f, b, valid, cosine=True)
+  assert np.abs(y_cos - y_np).max() > 1e-2  # the two choices really differ on this input
+
+
+def test_cosine_choice_matches_the_paper_in_numpy():
+  f, b, valid = random_case(0)
+  y, offsets, _ = contextual_attention(jnp.asarray(f), jnp.asarray(b), jnp.asarray(valid), similarity="cosine")
+  y_np, offsets_np, _ = ca_numpy(f, b, valid, cosine=True)
+  np.testing.assert_allclose(np.asarray(y), y_np, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(offsets), offsets_np)
+  layer = ContextualAttention(similarity="cosine")
+  y_layer, _ = layer.apply({}, jnp.asarray(f), jnp.asarray(b), jnp.asarray(valid))
+  np.testing.assert_allclose(np.asarray(y_layer), y_np, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="similarity must be one of"):
+    contextual_attention(jnp.asarray(f), jnp.asarray(b), jnp.asarray(valid), similarity="dot")
+
+
+@pytest.mark.parametrize("similarity", ["reference", "cosine"])
+def test_dead_features_have_finite_gradients(similarity):
+  # ReLU features with an 8x8 all-zero region: a norm floored by max() has a 0/0 derivative there
+  rng = np.random.default_rng(7)
+  x = np.maximum(rng.normal(size=(2, 16, 16, 4)), 0.1).astype(np.float32)
+  x[:, 4:12, 2:10] = 0.0
+  valid = np.ones((2, 16, 16, 1), np.float32)
+  valid[:, 10:16, 10:16] = 0
+  weights = jnp.asarray(rng.normal(size=x.shape).astype(np.float32))
+
+  def loss(x):
+    return jnp.sum(weights * contextual_attention(x, x, jnp.asarray(valid), similarity=similarity)[0])
+
+  grads = np.asarray(jax.grad(loss)(jnp.asarray(x)))
+  assert np.isfinite(grads).all(), f"{np.sum(~np.isfinite(grads))} of {grads.size} gradients are not finite"
+  assert np.abs(grads).max() > 0
 
 
 def test_hole_surrounded_by_one_colour_is_filled_with_it():

@@ -68,6 +68,32 @@ def test_generator_never_reads_the_hole():
   assert all(np.isfinite(np.asarray(empty[k])).all() for k in ("coarse", "refined"))
 
 
+@pytest.mark.parametrize("config_name", ["gated", "deepfill_v1"])
+def test_attention_similarity_is_plumbed_from_the_config(config_name, monkeypatch):
+  import importlib
+
+  from jaxinpaint import gan_tasks
+  from helpers import load_config  # tests/helpers.py
+
+  ca_lib = importlib.import_module("jaxinpaint.layers.contextual_attention")
+  seen, original = [], ca_lib.contextual_attention
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs["similarity"])
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(ca_lib, "contextual_attention", spy)
+  image, valid = batch(32)
+  for similarity in (None, "cosine"):
+    config = load_config(config_name)
+    assert config.model.attention_similarity == "reference"  # the reference's temperature by default
+    if similarity:
+      config.model.attention_similarity = similarity
+    generator = gan_tasks.DeepFillTask(config).generator
+    jax.eval_shape(generator.init, jax.random.key(0), image, valid)
+  assert seen == ["reference", "cosine"]
+
+
 def test_bad_sizes_fail_with_one_line():
   with pytest.raises(ValueError, match=r"divisible by 8 .* got 60x64"):
     DeepFillV2Generator(cnum=4).init(jax.random.key(0), jnp.zeros((1, 60, 64, 3)), jnp.ones((1, 60, 64, 1)))

@@ -179,6 +179,35 @@ def test_deepfill_v1_updates_the_generator_once_per_five_critic_updates(tmp_path
   assert states[6].model_state == {}
 
 
+def test_deepfill_v1_weights_the_coarse_l1_terms_by_1_2():
+  # reference v1: g = 0.001 gan + L1_LOSS_ALPHA l1 + AE_LOSS_ALPHA ae, each = COARSE_L1_ALPHA coarse + refined,
+  # with L1_LOSS_ALPHA = AE_LOSS_ALPHA = COARSE_L1_ALPHA = 1.2
+  task = gan_tasks.DeepFillTask(load_config("deepfill_v1"))
+  batch = tiny_batch()
+  image, valid = batch["image"], batch["valid"]
+  off = image + 0.25 * valid  # wrong by 0.25 on the known pixels only: the discounted hole term is 0
+  known_l1 = 0.25  # the known-pixel L1 is a mean over known pixels and channels
+  coarse_only = float(task.reconstruction_loss(off, image, image, valid))
+  refined_only = float(task.reconstruction_loss(image, off, image, valid))
+  assert refined_only == pytest.approx(1.2 * known_l1, rel=1e-5)
+  assert coarse_only == pytest.approx(1.2 * 1.2 * known_l1, rel=1e-5)
+
+
+@pytest.mark.parametrize("size", [256, 32])  # the reference size and the :tiny one
+def test_deepfill_v1_local_patch_holds_the_whole_hole(size):
+  from jaxinpaint.data import masks
+
+  config = load_config("deepfill_v1")
+  config.data.image_size = size
+  adversary = gan_tasks.DeepFillTask(config).adversary
+  largest = masks.random_box(np.random.default_rng(0), size, size, size_range=(160 / 256, 160 / 256))
+  valid = np.stack([largest] + [masks.random_box(np.random.default_rng(seed), size, size) for seed in range(15)])
+  hole = jnp.asarray(1.0 - valid[..., None])
+  patch = adversary._inputs(jnp.broadcast_to(hole, hole.shape[:3] + (3,)), jnp.asarray(valid[..., None]))["local"]
+  assert patch.shape[1:3] == (adversary.size, adversary.size)
+  np.testing.assert_array_equal(np.asarray(patch[..., 0]).sum(axis=(1, 2)), (1.0 - valid).sum(axis=(1, 2)))
+
+
 def test_bad_gan_config_fails_with_one_line():
   config = load_config("gated")
   config.data.image_size = 36
@@ -191,4 +220,8 @@ def test_bad_gan_config_fails_with_one_line():
   config = load_config("deepfill_v1")
   config.discriminator.name = "patchgan"
   with pytest.raises(ValueError, match="patchgan"):
+    train.Trainer(config)
+  config = load_config("deepfill_v1")
+  config.discriminator.local_fraction = 1.5
+  with pytest.raises(ValueError, match="local_fraction must be in"):
     train.Trainer(config)

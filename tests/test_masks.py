@@ -58,7 +58,7 @@ RATIO_RANGES = {  # name: (mean low, mean high, min allowed, max allowed)
     "random_box": (0.22, 0.30, (96 / 256) ** 2 - 0.01, (160 / 256) ** 2 + 0.01),
     "random_boxes": (0.09, 0.17, 0.005, 3 * (96 / 256) ** 2 + 0.01),
     "free_form": (0.12, 0.21, 0.005, 0.6),
-    "deepfill_v2": (0.22, 0.31, 1 / 16 - 0.01, 0.7),
+    "deepfill_v2": (0.27, 0.35, (96 / 256) ** 2 - 0.005, 0.7),  # the box alone is at least 96 x 96 at 256
     "lines_circles": (0.12, 0.21, 0.001, 0.5),
     "random_lines": (0.11, 0.19, 0.001, 0.45),
     "lama_thin": (0.24, 0.33, 0.01, 0.5),
@@ -193,13 +193,28 @@ def test_free_form_scales_width_with_size():
     assert np.all(thick <= thin) and masks.hole_ratio(thick) > 2 * masks.hole_ratio(thin)
 
 
-def test_deepfill_v2_contains_shrunk_box():
-    # The shrunk box is at least (h/4, w/4): some h/4 x w/4 window is entirely hole.
-    for seed in range(10):
-        hole = (masks.deepfill_v2_mask(_rng(seed), 64, 96) == 0).astype(np.int64)
+def test_deepfill_v2_box_follows_the_reference_bbox2mask():
+    # 128 box at 256 px, each side pair shrunk by randint(MAX_DELTA // 2 + 1), MAX_DELTA = 32: sides 96..128,
+    # mean area 112^2 / 256^2 = 0.1914 (E[side] = 128 - 2 * 8); at 32 px: box 16, MAX_DELTA 4, sides 12..16
+    for size, (low, high) in ((256, (96, 128)), (32, (12, 16))):
+        rng = _rng(0)
+        boxes = np.array([masks.deepfill_v2_box(rng, size, size) for _ in range(4000)])
+        top, left, bh, bw = boxes.T
+        assert bh.min() == bw.min() == low and bh.max() == bw.max() == high
+        assert np.all((high - bh) % 2 == 0) and top.min() >= 0 and (top + bh).max() <= size
+        assert len(np.unique(bh)) == (high - low) // 2 + 1  # every shrink 0..MAX_DELTA // 2 is drawn
+        if size == 256:
+            assert 0.187 < np.mean(bh * bw) / size**2 < 0.196
+
+
+def test_deepfill_v2_mask_holds_a_box_of_at_least_96_at_256_px():
+    # the box's sides never go below 96 at 256 px (the old quarter-side shrink went down to 64): some 96 x 96
+    # window of every mask is entirely hole
+    for seed in range(12):
+        hole = (masks.deepfill_v2_mask(_rng(seed), 256, 256) == 0).astype(np.int64)
         c = np.pad(hole.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        win = c[16:, 24:] - c[:-16, 24:] - c[16:, :-24] + c[:-16, :-24]
-        assert win.max() == 16 * 24
+        win = c[96:, 96:] - c[:-96, 96:] - c[96:, :-96] + c[:-96, :-96]
+        assert win.max() == 96 * 96, seed
 
 
 # ---------------------------------------------------------------------------------------------- folders

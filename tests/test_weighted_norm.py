@@ -144,12 +144,36 @@ def test_all_holes_no_nan(name):
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   y, stats = apply(weighted, variables, x, holes)
   scale, bias = variables["params"]["scale"], variables["params"]["bias"]
-  # mu = 0, var = 0 fallback for every group.
-  np.testing.assert_allclose(np.asarray(y), x / np.sqrt(weighted.epsilon) * scale + bias, rtol=1e-4)
+  # identity statistics (mu = 0, var = 1) for every group: y = x / sqrt(1 + eps) * scale + bias
+  np.testing.assert_allclose(np.asarray(y), x / np.sqrt(1.0 + weighted.epsilon) * scale + bias, rtol=1e-5,
+                             atol=1e-6)
   if name == "batch":
     # No valid pixel: running statistics are kept, not pulled towards 0.
     for key in ("mean", "var"):
       np.testing.assert_array_equal(np.asarray(stats[key]), np.asarray(variables["batch_stats"][key]))
+
+
+@pytest.mark.parametrize("name", list(NORMS))
+@pytest.mark.parametrize("epsilon", [1e-5, 1e-8])  # 1e-8: the WConv config's, where x / sqrt(eps) is x 10^4
+def test_all_hole_region_gives_the_identity_fallback_bounded(name, epsilon):
+  rng = np.random.default_rng(5)
+  layer = NORMS[name][0].clone(epsilon=epsilon)
+  x = rng.normal(size=(B, H, W, C)).astype(np.float32)
+  valid = (rng.uniform(size=(B, H, W, 1)) > 0.5).astype(np.float32)
+  if name == "batch":
+    valid[:] = 0.0  # batch norm reduces over the batch: its all-hole region is the whole batch
+  valid[0] = 0.0  # the per-example norms: example 0 is all hole, the others are not
+  variables = random_variables(rng, name)
+  y = np.asarray(apply(layer, variables, x, valid)[0], np.float64)
+  scale, bias = (np.asarray(variables["params"][k], np.float64) for k in ("scale", "bias"))
+  fallback = x[0] / np.sqrt(1.0 + epsilon) * scale + bias  # eqs. 4-6 with mu = 0, var = 1
+  np.testing.assert_allclose(y[0], fallback, rtol=1e-5, atol=1e-6)
+  assert np.abs(y[0]).max() <= np.abs(x[0]).max() * scale.max() + np.abs(bias).max() + 1e-5
+  if name != "batch":  # the examples with known pixels still get their own eq. 4 / eq. 6 statistics
+    with np.errstate(invalid="ignore"):  # example 0's 0 / 0, not compared
+      mu, var = np_weighted_stats(x, valid, NORMS[name][2], NORMS[name][3])
+    np.testing.assert_allclose(y[1:], ((x - mu) / np.sqrt(var + epsilon) * scale + bias)[1:], rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_batch_norm_sharded_batch_equals_single_device():

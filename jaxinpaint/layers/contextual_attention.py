@@ -3,8 +3,12 @@
 Every position of the foreground f borrows features from the known part of the background b:
 
   1. match at 1/rate resolution (nearest downsampling): 3x3 patches f_p, b_q,
-     s[p, q] = < f_p / ||f_p||, b_q / ||b_q|| >                                  (eq. 1, cosine similarity;
-     norms floored at 1e-4);
+     s[p, q] = < f_p, b_q / ||b_q|| >               (similarity='reference', the default: JiahuiYu's
+                                                     `inpaint_ops.py` normalises only the background patches,
+                                                     so the softmax temperature grows with ||f_p||), or
+     s[p, q] = < f_p / ||f_p||, b_q / ||b_q|| >     (similarity='cosine': the paper's eq. 1);
+     ||p|| is sqrt(sum p^2 + eps^2) (eps 1e-4; the reference floors with max(||p||, eps)): the same value
+     whenever ||p|| >> eps, and a gradient that stays finite on an all-zero (dead-ReLU) patch;
   2. fuse (propagation): s, zero for the q that are not candidates (step 3), is convolved with a fuse_k x fuse_k
      identity kernel along the width pairs (p_w, q_w) and then along the height pairs (p_h, q_h), so
      neighbouring matches that agree reinforce;
@@ -88,10 +92,21 @@ def _warn_no_candidates(count, total):
       int(total))
 
 
+SIMILARITIES = ("reference", "cosine")
+
+
+def safe_norm(p: jax.Array, eps: float) -> jax.Array:
+  """sqrt(sum_k p^2 + eps^2) over the last axis, keepdims: >= eps, and its gradient p / norm is 0 at p = 0."""
+  return jnp.sqrt(jnp.sum(jnp.square(p), axis=-1, keepdims=True) + eps * eps)
+
+
 def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize: int = 3, rate: int = 2,
                          fuse_k: int = 3, softmax_scale: float = 10.0, eps: float = 1e-4,
+                         similarity: str = "reference",
                          warn: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The contextual-attention layer (see the module docstring for the equations).
+
+  `similarity`: 'reference' (logit = softmax_scale * <f_p, b_q / ||b_q||>) or 'cosine' (both normalised).
 
   Args:
     f: f32[B, H, W, C] foreground features (the positions to fill).
@@ -106,6 +121,8 @@ def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize:
   if f.ndim != 4 or f.shape != b.shape or valid.shape != f.shape[:3] + (1,):
     raise ValueError(f"contextual_attention needs f, b [B, H, W, C] of one shape and valid [B, H, W, 1]; got "
                      f"{f.shape}, {b.shape}, {valid.shape}")
+  if similarity not in SIMILARITIES:
+    raise ValueError(f"contextual_attention similarity must be one of {SIMILARITIES}; got {similarity!r}")
   if rate < 1 or ksize % 2 == 0 or fuse_k % 2 == 0:
     raise ValueError(f"contextual_attention needs rate >= 1 and odd ksize, fuse_k; got {rate}, {ksize}, {fuse_k}")
   batch, height, width, channels = f.shape
@@ -123,11 +140,14 @@ def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize:
   candidate = (_patches(known.astype(jnp.float32), ksize, 1, (r, r)).min(axis=-1) > 0.5).reshape(batch, hh * wh)
   num_candidates = jnp.sum(candidate, axis=1, dtype=jnp.int32)
 
-  def unit(p):
-    p = p.reshape(batch, hh * wh, -1).astype(jnp.float32)
-    return p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), eps)
+  def flat(p):
+    return p.reshape(batch, hh * wh, -1).astype(jnp.float32)
 
-  scores = jnp.einsum("bpk,bqk->bpq", unit(_patches(fs, ksize, 1, (r, r))), unit(_patches(bs, ksize, 1, (r, r))))
+  def unit(p):
+    return p / safe_norm(p, eps)
+
+  fp, bp = flat(_patches(fs, ksize, 1, (r, r))), flat(_patches(bs, ksize, 1, (r, r)))
+  scores = jnp.einsum("bpk,bqk->bpq", unit(fp) if similarity == "cosine" else fp, unit(bp))
   # zeroed before fusing too, so a candidate's fused score never sums matches of patches that overlap a hole
   scores = scores * candidate[:, None, :]
   if fuse_k > 1:
@@ -146,7 +166,7 @@ def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize:
   y = (y / overlap).astype(dtype)
 
   best = jnp.argmax(attention, axis=-1).reshape(batch, hh, wh)
-  grid_h, grid_w = np.meshgrid(np.arange(hh), np.arange(wh), indexing="ij")
+  grid_h, grid_w = jnp.meshgrid(jnp.arange(hh), jnp.arange(wh), indexing="ij")  # jnp: hh, wh may be symbolic
   offsets = jnp.stack([best // wh - grid_h, best % wh - grid_w], axis=-1).astype(jnp.int32)
   offsets = jnp.where((num_candidates > 0)[:, None, None, None], offsets, 0)
 
@@ -163,11 +183,12 @@ class ContextualAttention(nn.Module):
   rate: int = 2
   fuse_k: int = 3
   softmax_scale: float = 10.0
+  similarity: str = "reference"  # 'reference' (only background patches normalised) or 'cosine' (paper eq. 1)
 
   @nn.compact
   def __call__(self, f: jax.Array, b: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     y, offsets, _ = contextual_attention(f, b, valid, ksize=self.ksize, rate=self.rate, fuse_k=self.fuse_k,
-                                         softmax_scale=self.softmax_scale)
+                                         softmax_scale=self.softmax_scale, similarity=self.similarity)
     return y, offsets
 
 

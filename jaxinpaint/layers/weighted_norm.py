@@ -7,9 +7,12 @@ Every layer is called ``y = norm(x, valid)`` with
   y: [B, H, W, C] = (x - mu) / sqrt(var + eps) * scale + bias, at every pixel (holes included).
 
 with, over the layer's reduction scope, the weighted mean (eq. 4) mu = sum(X*M) / sum(M) and the simplified
-weighted variance (eq. 6) var = sum((X - mu)^2 * M) / sum(M). Where sum(M) == 0 a group falls back to mu = 0,
-var = 0 (no NaN). Param and variable names and defaults follow flax (`scale`, `bias`; `batch_stats` `mean`, `var`),
-and with valid all ones each layer equals its flax counterpart. Statistics are computed in float32.
+weighted variance (eq. 6) var = sum((X - mu)^2 * M) / sum(M). Eqs. 4-6 are 0 / 0 where sum(M) == 0 (a group
+that is all hole, e.g. deep in a large hole for instance norm): such a group falls back to identity statistics,
+mu = 0 and var = 1, so y = x / sqrt(1 + eps) * scale + bias, bounded by |x| (mu = var = 0 would give
+x / sqrt(eps): x316 at eps 1e-5, x10^4 at the WConv config's 1e-8). Param and variable names and defaults follow
+flax (`scale`, `bias`; `batch_stats` `mean`, `var`), and with valid all ones each layer equals its flax
+counterpart. Statistics are computed in float32.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ Initializer = Callable[..., jax.Array]
 def weighted_moments(x, mask, axes: Sequence[int]):
   """Weighted mean (eq. 4), variance (eq. 6) and mask total over `axes`, keepdims; mask broadcasts to x.
 
-  Returns (mu, var, total) in float32; where total == 0, mu = var = 0.
+  Returns (mu, var, total) in float32; where total == 0 (eqs. 4-6 undefined), mu = 0 and var = 1.
   """
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mask = jnp.broadcast_to(mask.astype(x.dtype), x.shape)
@@ -37,7 +40,8 @@ def weighted_moments(x, mask, axes: Sequence[int]):
   known = total > 0
   safe_total = jnp.where(known, total, 1.0)
   mu = jnp.where(known, jnp.sum(x * mask, axis=axes, keepdims=True) / safe_total, 0.0)
-  var = jnp.where(known, jnp.sum(jnp.square(x - mu) * mask, axis=axes, keepdims=True) / safe_total, 0.0)
+  # identity statistics, not var = 0: normalising by sqrt(0 + eps) would scale an all-hole group by 1/sqrt(eps)
+  var = jnp.where(known, jnp.sum(jnp.square(x - mu) * mask, axis=axes, keepdims=True) / safe_total, 1.0)
   return mu, var, total
 
 

@@ -28,10 +28,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxinpaint import layers
 from jaxinpaint.layers.contextual_attention import ContextualAttention, block_min
-from jaxinpaint.models.unet import upsample2
+from jaxinpaint.models.unet import BLOCK_OUTPUT, upsample2
 
 DOWNSAMPLE = 8  # two stride-2 convs, then contextual attention's rate 2
 
@@ -52,7 +53,9 @@ class _TwoStageGenerator(nn.Module):
 
   cnum: int = 48
   softmax_scale: float = 10.0
+  attention_similarity: str = "reference"  # contextual attention: 'reference' (10 <f, b/|b|>) or 'cosine'
   dtype: Any = jnp.float32  # activation dtype; params and the attention maths stay float32
+  strided_grad: str = "auto"  # stride-2 convs' input gradient: 'subpixel' / 'xla' (layers/masked_conv.py)
 
   gated = True
   squash = staticmethod(jnp.tanh)
@@ -62,11 +65,12 @@ class _TwoStageGenerator(nn.Module):
     """One reference `gen_conv`: returns f(h, m) -> (h, m) at the new resolution."""
     def apply(h, m):
       common = dict(kernel_size=(kernel, kernel), strides=(stride, stride), kernel_dilation=(rate, rate),
-                    dtype=self.dtype, name=name)
+                    dtype=self.dtype, name=name, strided_grad=self.strided_grad)
       if self.gated:
-        return layers.GatedConv(features=max(width // 2, 1), activation=activation, **common)(h, m)
+        h, m = layers.GatedConv(features=max(width // 2, 1), activation=activation, **common)(h, m)
+        return checkpoint_name(h, BLOCK_OUTPUT), m
       h, m = layers.PlainConv(features=width, **common)(h, m)
-      return activation(h), m
+      return checkpoint_name(activation(h), BLOCK_OUTPUT), m
     return apply
 
   def _output(self, h, m, name):
@@ -129,7 +133,8 @@ class _TwoStageGenerator(nn.Module):
     h, m = self._conv(4 * c, 3, "pmconv6", activation=nn.relu)(h, m)
     # a feature pixel is known only if its whole 4x4 block of image pixels is
     known = block_min(valid, 4)
-    h, offsets = ContextualAttention(rate=2, softmax_scale=self.softmax_scale, name="attention")(
+    h, offsets = ContextualAttention(rate=2, softmax_scale=self.softmax_scale,
+                                     similarity=self.attention_similarity, name="attention")(
         h.astype(jnp.float32), h.astype(jnp.float32), known)
     h, m = self._conv(4 * c, 3, "pmconv9")(h.astype(dt), m)
     h, m = self._conv(4 * c, 3, "pmconv10")(h, m)
