@@ -9,6 +9,7 @@ parse time; `validate_config` catches unknown names and impossible sizes.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import types
 
@@ -53,7 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
       name="unet", conv="weighted", depth=7, features=(64, 128, 256, 512), kernel_sizes=(7, 5, 5, 3),
       norm="",  # '' = the conv's default: weighted BatchNorm for 'weighted', BatchNorm otherwise
       norm_momentum=0.999, norm_epsilon=1e-8, freeze_encoder_norm=False, out_channels=3,
-      decoder="subpixel"))  # or 'concat' (models/unet.py: same maths, fewer gradient bytes, more FLOPs)
+      # CPU fast paths, 'auto' = measured best on CPU, XLA's plain form elsewhere (layers/masked_conv.FAST_PATHS):
+      # decoder 'subpixel' | 'concat' (models/unet.py), strided_grad 'subpixel' | 'xla', pad_barrier 'on' | 'off'
+      decoder="auto", strided_grad="auto", pad_barrier="auto"))
 
   c.loss = ml_collections.ConfigDict(dict(
       name="pconv",  # 'pconv' (Liu et al. total loss), 'mse' (seed 002), 'l1'
@@ -72,9 +75,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.masks = ml_collections.ConfigDict(dict(kind="free_form", eval_kind="free_form", folder=""))
 
+  # keep_checkpoints: how many of the newest checkpoints stay on disk; 0 = keep all. A loss above
+  # loss_spike_factor x the running median of the last 200 step losses is warned about (0 = never), and ends the
+  # run when stop_on_loss_spike is set.
   c.train = ml_collections.ConfigDict(dict(
       log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3, async_checkpointing=True,
-      ema_decay=0.0, activation_dtype="float32"))
+      ema_decay=0.0, activation_dtype="float32", loss_spike_factor=100.0, stop_on_loss_spike=False,
+      remat="none"))  # jax.checkpoint over the generator: 'none', 'blocks' (keep block outputs), 'full' (tasks.py)
 
   # `python -m jaxinpaint.evaluate` / `ablate` (jaxinpaint/evaluate.py): mask sets, classical peers, perceptual
   # weights. masks: comma list of mask kinds, 'buckets' = every hole-ratio bucket; 0 = data.eval_examples /
@@ -136,12 +143,27 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   for key in ("log_every", "eval_every", "checkpoint_every"):
     if c.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be positive; got {c.train[key]}")
+  if c.train.keep_checkpoints < 0:
+    raise ValueError(f"config.train.keep_checkpoints must be >= 0 (0 = keep all); got {c.train.keep_checkpoints}")
+  spike = c.train.get("loss_spike_factor", 0.0)
+  if not (math.isfinite(spike) and (spike == 0 or spike > 1)):
+    raise ValueError(f"config.train.loss_spike_factor must be 0 (off) or a finite number > 1; got {spike}")
+  for name in ("optim", "d_optim"):
+    if name in c:
+      validate_optim(c[name], f"config.{name}")
   if c.data.source not in DATA_SOURCES:
     raise ValueError(f"config.data.source must be one of {DATA_SOURCES}; got {c.data.source!r}")
   if c.data.source == "folder" and not c.data.path:
     raise ValueError("config.data.source='folder' needs config.data.path (a folder of images)")
   if c.data.image_size <= 0:
     raise ValueError(f"config.data.image_size must be positive; got {c.data.image_size}")
+  for choice, forms in layers.masked_conv.FAST_PATHS.items():  # backend-aware fast paths: 'auto' or a named form
+    if c.model.get(choice, "auto") not in ("auto", *forms):
+      raise ValueError(f"config.model.{choice} must be 'auto' or one of {forms}; got {c.model[choice]!r}")
+  from jaxinpaint.tasks import REMAT_POLICIES
+
+  if c.train.get("remat", "none") not in REMAT_POLICIES:
+    raise ValueError(f"config.train.remat must be one of {tuple(REMAT_POLICIES)}; got {c.train.remat!r}")
   if c.model.name == "unet":
     layers.get_conv(c.model.conv)
     from jaxinpaint.models.unet import DECODERS
@@ -155,3 +177,51 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
           f"of {step} or change model.depth")
   for key in ("kind", "eval_kind"):
     pipeline.configured_mask_fn(c.masks, c.masks[key])
+
+
+def validate_optim(optim: ml_collections.ConfigDict, name: str = "config.optim") -> None:
+  """Adam's values: a negative rate trains uphill, b >= 1 never forgets, eps <= 0 divides by zero; one line each."""
+  def number(key, ok, what):
+    value = optim.get(key, None)
+    if value is None:
+      return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+      raise ValueError(f"{name}.{key} must be {what}; got {value!r}")
+
+  number("learning_rate", lambda v: v > 0, "a finite number > 0")
+  for key in ("end_learning_rate", "finetune_learning_rate", "discriminator_learning_rate"):
+    number(key, lambda v: v >= 0, "a finite number >= 0")
+  for key in ("b1", "b2"):
+    number(key, lambda v: 0 <= v < 1, "in [0, 1)")
+  number("eps", lambda v: v > 0, "a finite number > 0")
+  for key in ("grad_clip_norm", "weight_decay", "warmup_steps", "finetune_step"):
+    number(key, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
+
+
+# Keys a restarted run may change without changing what its checkpoint means: run length, logging and
+# checkpoint cadence, the device layout, data loading workers, evaluation settings.
+RESUMABLE_KEYS = (
+    "num_train_steps", "mesh", "fsdp_min_size", "eval", "data.num_workers", "data.eval_examples",
+    "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.async_checkpointing", "train.loss_spike_factor", "train.stop_on_loss_spike",
+    "model.decoder", "model.strided_grad", "model.pad_barrier", "train.remat")  # same maths, other compute
+
+
+def run_differences(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict,
+                    ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
+  """Dotted keys whose values differ between a run's saved config and `wanted`, except `ignore` (and below)."""
+  import json
+
+  def flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        out.update(flat(value, f"{prefix}{key}."))
+      else:
+        out[f"{prefix}{key}"] = value
+    return out
+
+  a = flat(json.loads(saved.to_json_best_effort()))
+  b = flat(json.loads(wanted.to_json_best_effort()))
+  skipped = lambda key: any(key == k or key.startswith(k + ".") for k in ignore)
+  return sorted(k for k in set(a) | set(b) if not skipped(k) and a.get(k, None) != b.get(k, None))

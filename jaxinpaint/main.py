@@ -4,7 +4,9 @@
 modes (see `MODES`) run other jobs on the same config and workdir. Multi-host starts only when asked:
 `--distributed` (or JAXINPAINT_DISTRIBUTED=1) calls `jax.distributed.initialize()`, which reads the coordinator
 from the cluster environment (SLURM, ...) or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID.
-Bad input (config values, data, batch sizes) ends with one `error:` line and exit status 1.
+Bad input (config values, data, batch sizes, a busy or unwritable workdir, a full disk) ends with one `error:`
+line, the last line of output, and exit status 1. A run stopped by SIGTERM saves a checkpoint and exits with
+status 143 (128 + SIGTERM), so wrappers can tell a preemption from a finished run (0).
 """
 
 import os
@@ -18,7 +20,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and samples.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", os.environ.get("JAXINPAINT_DISTRIBUTED", "0") == "1",
                                  "Call jax.distributed.initialize() (multi-host).")
+_RESTORE_STEP = flags.DEFINE_integer("restore_step", None, "Resume (or fork) from this checkpoint step instead of the "
+                                     "newest readable one; newer steps are moved to WORKDIR/discarded_checkpoints.")
+_FORK_TO = flags.DEFINE_string("fork_to", None, "Start a run of --config in this new directory from --workdir's "
+                               "latest (or --restore_step) checkpoint, e.g. to continue a run with another config.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+PREEMPTED_STATUS = 143  # 128 + SIGTERM: what a shell reports for a job killed by SIGTERM
 
 # mode -> "module:function", each called as function(config, workdir). Features add their own mode here.
 MODES = {
@@ -62,18 +70,48 @@ def main(argv):
     sharding.initialize_distributed()
   logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+  import contextlib
   import importlib
 
-  from jaxinpaint import train
+  from jaxinpaint import train, workdir_lock
 
   module, function = MODES[_MODE.value].split(":")
   try:
-    getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+    if _FORK_TO.value and os.path.realpath(_FORK_TO.value) == os.path.realpath(_WORKDIR.value):
+      raise ValueError(f"--fork_to={_FORK_TO.value} is --workdir itself; a fork needs a new directory")
+    if _MODE.value == "train":
+      result = train.train_and_evaluate(config, _FORK_TO.value or _WORKDIR.value, restore_step=_RESTORE_STEP.value,
+                                        fork_from=_WORKDIR.value if _FORK_TO.value else None)
+      if result.get("preempted"):
+        logging.warning("preempted: checkpoint of step %d saved; exiting with status %d", result["step"],
+                        PREEMPTED_STATUS)
+        sys.exit(PREEMPTED_STATUS)
+      if config.eval.get("after_train", False):  # make demo ends with its verdict: model vs classical peers
+        from jaxinpaint import report
+
+        report.evaluate_and_print(config, _FORK_TO.value or _WORKDIR.value)
+      return
+    if _RESTORE_STEP.value is not None or _FORK_TO.value:
+      raise ValueError(f"--restore_step and --fork_to are for --mode=train, not --mode={_MODE.value}")
+    # other modes write results into the workdir too: one writer at a time
+    lock = workdir_lock.WorkdirLock(_WORKDIR.value) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+      getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, OSError, train.TrainingHalted, workdir_lock.WorkdirBusyError) as e:
     if os.environ.get("JAXINPAINT_TRACEBACK"):
       raise
     logging.error("%s", e)
-    sys.exit(f"error: {e}")
+    sys.stderr.write(f"error: {' '.join(str(e).split())}\n")
+    _exit(1)
+
+
+def _exit(status: int):
+  """Exits now, so that no background thread of a library (orbax's asyncio loops, grain's workers) prints a
+  traceback at interpreter shutdown below the error line; checkpoints are already waited for by then."""
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
 
 
 def parse_flags(argv):

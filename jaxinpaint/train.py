@@ -3,12 +3,14 @@
 big_vision / flax-examples style: the state is a plain pytree whose shapes come from `jax.eval_shape(init)`, its
 shardings from the mesh; the update is one pure function jitted with `donate_argnums=(0,)`, its key
 `fold_in(seed_key, step)`. Metrics are `clu.metrics` collections merged on device and fetched only every
-`log_every` steps; a non-finite loss stops the run with an error naming the step before any checkpoint of it is
-written, so the last good checkpoint stays the latest.
+`log_every` steps; a non-finite loss, or a non-finite value in the state about to be saved, stops the run with
+an error naming the step before any checkpoint of it is written, so the last good checkpoint stays the latest.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import os
 import time
@@ -24,7 +26,7 @@ from absl import logging
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
 from jax.experimental import multihost_utils
 
-from jaxinpaint import checkpointing, metrics, sharding, visualize
+from jaxinpaint import checkpointing, configs_lib, metrics, progress, sharding, visualize, workdir_lock
 from jaxinpaint.configs_lib import validate_config
 from jaxinpaint.data import pipeline
 from jaxinpaint.tasks import make_task
@@ -44,8 +46,12 @@ class TrainState:
   ema_params: PyTree = None
 
 
-class NonFiniteLossError(RuntimeError):
-  """Raised when a train step produced a NaN/inf loss; names the step."""
+class TrainingHalted(RuntimeError):
+  """The run stopped itself before saving a bad state; the message names the step and the latest checkpoint."""
+
+
+class NonFiniteLossError(TrainingHalted):
+  """Raised when a train step produced a NaN/inf loss or state; names the step."""
 
 
 def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -208,26 +214,49 @@ def write_samples(writer, workdir: str, step: int, first) -> str | None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
-                       devices: list | None = None) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+                       devices: list | None = None, restore_step: int | None = None,
+                       fork_from: str | None = None) -> dict[str, Any]:
+  """Trains `config` in `workdir`, resuming from its latest readable checkpoint (or `restore_step`).
 
+  Before anything is written: the config, the workdir and the data are checked (first training batch, eval set),
+  the workdir is locked (`workdir_lock`), and a workdir with checkpoints must hold a run of the same config
+  (`configs_lib.run_differences`). `fork_from=OLD` starts a run of this config in `workdir` from OLD's latest
+  (or `restore_step`) checkpoint: state only, so step and optimiser continue and the data stream starts afresh.
   `stop_at` ends this invocation after that step exactly as a preemption would (checkpoint, then return): a
   later call continues the same run. Returns {'state', 'step', 'eval': last eval metrics, 'history': {step:
-  averaged train metrics at each log step}, 'baseline': the masked input's eval metrics (fresh runs only)}.
+  averaged train metrics at each log step}, 'baseline': the masked input's eval metrics (fresh runs only),
+  'preempted': True when SIGTERM stopped it}.
   """
-  trainer = Trainer(config, devices)
+  validate_config(config)
+  sharding.check_batch_size(config.batch_size, sharding.make_mesh(devices, config.get("mesh", sharding.DEFAULT_MESH)))
+  check_workdir(workdir)
   pidx, pcount = jax.process_index(), jax.process_count()
+  pipeline.check_train_data(config, process_index=pidx, process_count=pcount)
+  eval_batches = pipeline.make_eval_batches(config, process_index=pidx, process_count=pcount)
+  trainer = Trainer(config, devices)
+  with workdir_lock.WorkdirLock(workdir) if pidx == 0 else contextlib.nullcontext():
+    return _train_locked(trainer, config, workdir, eval_batches, stop_at=stop_at, restore_step=restore_step,
+                         fork_from=fork_from)
+
+
+def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_at, restore_step, fork_from):
+  pidx, pcount = jax.process_index(), jax.process_count()
+  resuming = has_checkpoints(workdir)
+  if resuming:
+    check_same_run(config, workdir)
+  target = checkpointing.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
+  forked = None
+  if fork_from is not None and not resuming:
+    forked = fork_state(fork_from, target, restore_step)
   writer = metric_writers.create_default_writer(workdir, just_logging=pidx > 0)
   writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
   if pidx == 0:
     save_config(config, workdir)
 
   train_iter = pipeline.make_train_iterator(config, process_index=pidx, process_count=pcount)
-  eval_batches = pipeline.make_eval_batches(config, process_index=pidx, process_count=pcount)
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints,
                                     async_save=config.train.async_checkpointing)
-  target = checkpointing.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-  restored = ckpt.restore(target, train_iter)
+  restored = forked or ckpt.restore(target, train_iter, step=None if fork_from is not None else restore_step)
   if restored is None:
     state, start = trainer.initial_state(), 0
   else:
@@ -239,6 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
   preempted = checkpointing.PreemptionFlag().install()
   report = periodic_actions.ReportProgress(num_train_steps=trainer.num_steps, writer=writer)
+  bar = progress.bar(trainer.num_steps, initial=start, desc="train", unit="step")  # a TTY on process 0 only
+  guard = LossGuard(config.train.get("loss_spike_factor", 0.0), config.train.get("stop_on_loss_spike", False))
   train_metrics, pending, eval_values, history, baseline = None, [], {}, {}, {}
   if start == 0:
     baseline = trainer.evaluate_baseline(eval_batches)
@@ -257,10 +288,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         pending.append((step, m.loss.total))
         train_metrics = m if train_metrics is None else train_metrics.merge(m)
         report(step)
+        bar.update(1)
         last = step == trainer.num_steps
         if step % config.train.log_every == 0 or last:
-          _check_finite_steps(pending)
+          guard.check(pending, ckpt.latest_step())
           history[step] = {k: float(v) for k, v in train_metrics.compute().items()}
+          bar.set_postfix(loss=f"{history[step]['loss']:.4g}")
           writer.write_scalars(step, {f"train/{k}": v for k, v in history[step].items()})
           train_metrics = None
         if step % config.train.eval_every == 0 or last:
@@ -270,30 +303,129 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
           logging.info("step %d eval: %s", step, eval_values)
         stop = preempted.is_set() or ckpt.reached_preemption(step) or step == stop_at
         if step % config.train.checkpoint_every == 0 or last or stop:
-          _check_finite_steps(pending)
+          guard.check(pending, ckpt.latest_step())
+          # Step k's loss comes from the params before its update: check the state itself before saving it.
+          check_state_finite(state, step, ckpt.latest_step())
           ckpt.save(step, state, train_iter, force=True)
         if stop:
           logging.warning("stopping at step %d (preemption or stop_at): its checkpoint is written", step)
           break
   finally:
+    bar.close()
     preempted.uninstall()
     ckpt.close()
     writer.flush()
-  return {"state": state, "step": step, "eval": eval_values, "history": history, "baseline": baseline}
+  return {"state": state, "step": step, "eval": eval_values, "history": history, "baseline": baseline,
+          "preempted": preempted.is_set()}
 
 
-def _check_finite_steps(pending: list[tuple[int, jax.Array]]):
-  """Fetches the queued per-step losses in one host sync; raises naming the first non-finite step."""
-  if not pending:
+class LossSpikeError(TrainingHalted):
+  """Raised, with `train.stop_on_loss_spike`, when a loss exceeds `train.loss_spike_factor` x the running
+  median; names the step."""
+
+
+def _latest_note(latest: int | None) -> str:
+  return (f"the latest checkpoint is step {latest}, from before it" if latest is not None
+          else "no checkpoint of this run was written")
+
+
+class LossGuard:
+  """Host-side checks of the per-step losses, fetched in one sync at log and checkpoint steps: a non-finite
+  loss raises NonFiniteLossError; a loss whose magnitude is above `factor` x the median magnitude of the last
+  `window` losses is warned about, or raises LossSpikeError when `stop` is set."""
+
+  def __init__(self, factor: float, stop: bool, window: int = 200, min_history: int = 10):
+    self.factor, self.stop, self.min_history = factor, stop, min_history
+    self.recent = collections.deque(maxlen=window)
+
+  def check(self, pending: list[tuple[int, jax.Array]], latest: int | None) -> None:
+    if not pending:
+      return
+    steps = [s for s, _ in pending]
+    values = np.asarray(jax.device_get([v for _, v in pending]), np.float64)
+    pending.clear()
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+      raise NonFiniteLossError(f"non-finite loss ({values[bad[0]]}) at step {steps[bad[0]]}; stopping without "
+                               f"checkpointing it — {_latest_note(latest)}.")
+    for step, value in zip(steps, values):
+      # Magnitudes: GAN and log losses can be negative, and a median near 0 would flag any value.
+      if self.factor > 0 and len(self.recent) >= self.min_history:
+        median = float(np.median(self.recent))
+        if median > 0 and abs(value) > self.factor * median:
+          message = (f"loss {value:.4g} at step {step} is {value / median:.3g}x the running median {median:.4g} "
+                     f"(config.train.loss_spike_factor={self.factor:g})")
+          if self.stop:
+            raise LossSpikeError(f"{message}; stopping (config.train.stop_on_loss_spike) without checkpointing "
+                                 f"it — {_latest_note(latest)}.")
+          logging.warning("%s; config.train.stop_on_loss_spike=True stops the run on this", message)
+      self.recent.append(abs(value))
+
+
+@jax.jit
+def _all_finite(tree: PyTree) -> jax.Array:
+  finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(finite)) if finite else jnp.array(True)
+
+
+def check_state_finite(state: TrainState, step: int, latest: int | None) -> None:
+  """Raises NonFiniteLossError unless every float leaf of the state about to be saved is finite."""
+  if not bool(jax.device_get(_all_finite(state))):
+    raise NonFiniteLossError(f"non-finite values in the train state after step {step} (params or optimiser "
+                             f"state); not saving it — {_latest_note(latest)}.")
+
+
+def check_workdir(workdir: str) -> None:
+  """One ValueError line for a workdir that is a file or cannot be written; creates nothing."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir {workdir} is a file, not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--workdir {workdir} cannot be created: {existing} is a file")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir {workdir} is not writable ({existing} does not allow writing)")
+
+
+def has_checkpoints(workdir: str) -> bool:
+  folder = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
+FORK_HINT = "use another --workdir, or --fork_to=NEWDIR to start a run of this config there from this run's checkpoint"
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir: str, hint: str = FORK_HINT) -> None:
+  """ValueError naming the differing keys when `workdir`'s checkpoints were trained with another config (keys
+  that only change a run's length, cadence or layout may differ: `configs_lib.RESUMABLE_KEYS`)."""
+  if not os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
     return
-  steps = [s for s, _ in pending]
-  values = np.asarray(jax.device_get([v for _, v in pending]), np.float64)
-  pending.clear()
-  bad = np.flatnonzero(~np.isfinite(values))
-  if bad.size:
-    raise NonFiniteLossError(
-        f"non-finite loss ({values[bad[0]]}) at step {steps[bad[0]]}; stopping without checkpointing it — the "
-        "latest checkpoint is from an earlier, finite step.")
+  try:
+    saved = load_config(workdir)
+  except ValueError as e:  # json.JSONDecodeError
+    raise ValueError(f"{os.path.join(workdir, CONFIG_FILE)} cannot be read ({e}); restore it or use another "
+                     "--workdir") from None
+  diffs = configs_lib.run_differences(saved, config)
+  if diffs:
+    shown = ", ".join(diffs[:6]) + (f" and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+    raise ValueError(f"{workdir} holds checkpoints of another config (differs in {shown}); {hint}")
+
+
+def fork_state(fork_from: str, target: PyTree, step: int | None) -> tuple[int, TrainState]:
+  """The state of `fork_from`'s latest (or `step`) checkpoint, restored onto this config's `target`."""
+  if not has_checkpoints(fork_from):
+    raise ValueError(f"cannot fork from {fork_from}: it has no checkpoints")
+  ckpt = checkpointing.Checkpointer(fork_from, async_save=False)
+  try:
+    step, state = ckpt.restore_state_only(target, step)
+  except ValueError as e:
+    raise ValueError(f"cannot fork from {fork_from} into this config: {e}") from None
+  finally:
+    ckpt.close()
+  logging.warning("forked from %s at step %d: state restored, the data stream starts afresh", fork_from, step)
+  return int(step), state
 
 
 CONFIG_FILE = "config.json"

@@ -265,3 +265,85 @@ def test_fit_image_shorter_side_keeps_aspect():
   assert out.shape == (64, 128, 3)
   with pytest.raises(ValueError, match="shorter_side=16 is smaller than image_size=32"):
     pipeline.fit_image(image, 32, shorter_side=16)
+
+
+def _dihedral_kind(example, images):
+  """How f32 `example` is a window of one uint8 image: (k, mirrored) with example = rot90(window[, ::-1], k)."""
+  crop = np.round((example + 1.0) * 127.5).astype(np.uint8)
+  windows = [w for image in images for w in _windows(image, crop.shape[0])]
+  for k in range(4):
+    for mirrored in (False, True):
+      undone = np.rot90(crop, -k)
+      undone = undone[:, ::-1] if mirrored else undone
+      if any(np.array_equal(undone, w) for w in windows):
+        return k, mirrored
+  return None
+
+
+def test_random_scaled_crop_cuts_a_window_at_the_drawn_scale():
+  image = np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+  rng = np.random.default_rng(0)
+  # Shorter side 40 -> 40: no resize, so the crop is an exact 16 x 16 window.
+  crops = [pipeline.random_scaled_crop(image, 16, (40, 40), rng) for _ in range(5)]
+  assert all(c.shape == (16, 16, 3) and c.dtype == np.uint8 for c in crops)
+  assert all(_window_kind(pipeline.to_example(c, np.ones((16, 16, 1)))["image"], [image]) == "plain"
+             for c in crops)
+  # Shorter side 40 -> 80: an 8 x 8 window, upsampled to 16 x 16.
+  crop = pipeline.random_scaled_crop(image, 16, (80, 80), rng)
+  assert any(np.array_equal(crop, pipeline.resize_image(w, 16, 16)) for w in _windows(image, 8))
+  # A range of scales, deterministic per generator.
+  again = [pipeline.random_scaled_crop(image, 16, (40, 64), np.random.default_rng(5)) for _ in range(2)]
+  np.testing.assert_array_equal(*again)
+  with pytest.raises(ValueError, match=r"scale_range=\(8, 20\).*image_size=16"):
+    pipeline.random_scaled_crop(image, 16, (8, 20), rng)
+
+
+def test_color_jitter_is_identity_at_zero_and_seeded():
+  image = np.random.default_rng(4).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(pipeline.color_jitter(image, 0.0, np.random.default_rng(0)), image)
+  a, b = (pipeline.color_jitter(image, 0.3, np.random.default_rng(1)) for _ in range(2))
+  np.testing.assert_array_equal(a, b)
+  assert a.dtype == np.uint8 and not np.array_equal(a, image)
+  # A flat grey image has nothing for contrast or saturation to act on: it is scaled by brightness x gains.
+  grey = np.full((4, 4, 3), 100, np.uint8)
+  draws = np.random.default_rng(2)
+  brightness = draws.uniform(0.7, 1.3, 3)[0]
+  gains = draws.uniform(0.85, 1.15, 3)
+  np.testing.assert_allclose(pipeline.color_jitter(grey, 0.3, np.random.default_rng(2))[0, 0],
+                             100 * brightness * gains, atol=0.5 + 1e-3)
+
+
+def test_rot90_gives_every_rotation_of_a_window(tmp_path):
+  path, images = _noise_folder(tmp_path, 3)
+  config = _config(path, rot90=True)
+  source = sources.FolderSource(path, "train", eval_fraction=0.0)
+  kinds = [_dihedral_kind(example, images) for batch in _take(pipeline.make_train_iterator(config, source=source), 4)
+           for example in batch["image"]]
+  assert None not in kinds
+  assert {k for k, _ in kinds} == {0, 1, 2, 3}
+
+
+def test_augmented_stream_is_seeded_resumes_exactly_and_ignores_workers(tmp_path):
+  path, _ = _noise_folder(tmp_path, 5)
+  config = _config(path, scale_range=(SIZE + 4, 2 * SIZE), rot90=True, color_jitter=0.2)
+  first = _take(pipeline.make_train_iterator(config), 4)
+  _assert_same(first, _take(pipeline.make_train_iterator(config), 4))
+  plain = _take(pipeline.make_train_iterator(_config(path)), 4)
+  assert not np.array_equal(first[0]["image"], plain[0]["image"])
+  pixels = (first[0]["image"] + 1.0) * 127.5
+  np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)  # still uint8 levels
+  iterator = pipeline.make_train_iterator(config)
+  _take(iterator, 2)
+  state = iterator.get_state()
+  resumed = pipeline.make_train_iterator(config)
+  resumed.set_state(state)
+  _assert_same(_take(resumed, 2), first[2:4])
+  config.data.num_workers = 2
+  _assert_same(_take(pipeline.make_train_iterator(config), 4), first)
+
+
+def test_bad_scale_range_is_one_clear_error(tmp_path):
+  path, _ = _noise_folder(tmp_path, 2)
+  for bad in [(SIZE,), (SIZE - 1, 2 * SIZE), (3 * SIZE, 2 * SIZE)]:
+    with pytest.raises(ValueError, match=r"config.data.scale_range=.*image_size=16 <= low <= high"):
+      pipeline.make_train_iterator(_config(path, scale_range=bad))

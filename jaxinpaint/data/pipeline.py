@@ -16,6 +16,10 @@ on the number of processes, nor on the number of grain workers.
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import threading
+import time
 from typing import Callable, Iterator
 
 import grain
@@ -91,13 +95,51 @@ def to_example(image: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
   return {"image": image.astype(np.float32) / 127.5 - 1.0, "valid": valid}
 
 
+def random_scaled_crop(image: np.ndarray, size: int, scale_range: tuple[int, int],
+                       rng: np.random.Generator) -> np.ndarray:
+  """A size x size crop of uint8[H, W, 3] as if the shorter side were first scaled to s, log-uniform in
+  `scale_range` (inclusive, both >= size): the crop's window is cut from the original and resized alone."""
+  low, high = scale_range
+  if not size <= low <= high:
+    raise ValueError(f"config.data.scale_range={tuple(scale_range)} must be (low, high) with image_size={size} "
+                     "<= low <= high")
+  shorter = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+  height, width = image.shape[:2]
+  side = min(height, width, max(1, round(size * min(height, width) / shorter)))
+  top = int(rng.integers(0, height - side + 1))
+  left = int(rng.integers(0, width - side + 1))
+  return resize_image(np.ascontiguousarray(image[top:top + side, left:left + side]), size, size)
+
+
+def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+  """Brightness, contrast, saturation and per-channel gain, each a factor in [1 - strength, 1 + strength]
+  (the gains in half that range), on uint8[H, W, 3]; rounded back to uint8."""
+  x = image.astype(np.float32)
+  brightness, contrast, saturation = rng.uniform(1.0 - strength, 1.0 + strength, 3)
+  gains = rng.uniform(1.0 - strength / 2, 1.0 + strength / 2, 3).astype(np.float32)
+  grey = x.mean(axis=-1, keepdims=True)
+  x = grey + saturation * (x - grey)
+  x = x.mean() + contrast * (x - x.mean())
+  x = x * brightness * gains
+  return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
 def train_example(image: np.ndarray, rng: np.random.Generator, *, size: int, resize: tuple[int, int] | None,
-                  random_flip: bool, mask_fn: MaskFn, shorter_side: int = 0) -> dict[str, np.ndarray]:
-  """One training example: resize, random crop, random horizontal flip, then a mask, all drawn from `rng`."""
-  image = random_crop(fit_image(image, size, resize, shorter_side), size, rng)
+                  random_flip: bool, mask_fn: MaskFn, shorter_side: int = 0, scale_range: tuple[int, int] = (),
+                  rot90: bool = False, jitter: float = 0.0) -> dict[str, np.ndarray]:
+  """One training example, all drawn from `rng`: resize and random crop (or a random-scale crop when
+  `scale_range` is set), random horizontal flip, random 90-degree rotation, colour jitter, then a mask."""
+  if scale_range:
+    image = random_scaled_crop(image, size, scale_range, rng)
+  else:
+    image = random_crop(fit_image(image, size, resize, shorter_side), size, rng)
   if random_flip and rng.random() < 0.5:
     image = image[:, ::-1]
-  return to_example(image, draw_valid(mask_fn, rng, size))
+  if rot90:
+    image = np.rot90(image, int(rng.integers(4)))
+  if jitter:
+    image = color_jitter(image, jitter, rng)
+  return to_example(np.ascontiguousarray(image), draw_valid(mask_fn, rng, size))
 
 
 def eval_example(index: int, *, source, size: int, resize: tuple[int, int] | None,
@@ -137,6 +179,15 @@ def _resize_option(data_config) -> tuple[int, int] | None:
   return None if resize is None else (int(resize[0]), int(resize[1]))
 
 
+def _scale_range_option(data_config) -> tuple[int, int] | tuple[()]:
+  """config.data.scale_range as (low, high) with image_size <= low <= high, or () when off."""
+  scale = tuple(data_config.get("scale_range", ()) or ())
+  if scale and not (len(scale) == 2 and data_config.image_size <= scale[0] <= scale[1]):
+    raise ValueError(f"config.data.scale_range={scale} must be () or (low, high) with image_size="
+                     f"{data_config.image_size} <= low <= high")
+  return scale
+
+
 def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
@@ -148,6 +199,17 @@ def make_train_dataset(config, process_index: int = 0, process_count: int = 1, *
 
   `source` and `mask_fn` default to `make_source(config.data, 'train')` and `config.masks.kind`'s generator.
   """
+  dataset = train_batches(config, process_index, process_count, source=source, mask_fn=mask_fn)
+  dataset = dataset.to_iter_dataset(READ_OPTIONS)
+  if config.data.num_workers > 0:
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers),
+                                  worker_init_fn=functools.partial(die_with_parent, parent_pid=os.getpid()))
+  return dataset
+
+
+def train_batches(config, process_index: int = 0, process_count: int = 1, *, source=None,
+                  mask_fn: MaskFn | None = None) -> grain.MapDataset:
+  """The random-access dataset of this process's training batches, before the iterator and its workers."""
   _check_process(process_index, process_count)
   batch = per_process_batch(config.batch_size, process_count)
   source = sources.make_source(config.data, "train") if source is None else source
@@ -156,13 +218,49 @@ def make_train_dataset(config, process_index: int = 0, process_count: int = 1, *
   mask_fn = configured_mask_fn(config.masks, config.masks.kind) if mask_fn is None else mask_fn
   augment = functools.partial(train_example, size=config.data.image_size, resize=_resize_option(config.data),
                               random_flip=config.data.random_flip, mask_fn=mask_fn,
-                              shorter_side=config.data.get("shorter_side", 0))
-  dataset = (grain.MapDataset.source(source).seed(config.seed).shuffle().repeat().random_map(augment)
-             [process_index::process_count].batch(batch, drop_remainder=True))
-  dataset = dataset.to_iter_dataset(READ_OPTIONS)
-  if config.data.num_workers > 0:
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
-  return dataset
+                              shorter_side=config.data.get("shorter_side", 0),
+                              scale_range=_scale_range_option(config.data),
+                              rot90=config.data.get("rot90", False), jitter=config.data.get("color_jitter", 0.0))
+  return (grain.MapDataset.source(source).seed(config.seed).shuffle().repeat().random_map(augment)
+          [process_index::process_count].batch(batch, drop_remainder=True))
+
+
+def check_train_data(config, process_index: int = 0, process_count: int = 1) -> None:
+  """Builds this process's first training batch in-process, so bad data (an empty folder, images or masks of the
+  wrong size) fail before a run writes anything or builds its model; the iterator itself stays untouched."""
+  train_batches(config, process_index, process_count)[0]
+
+
+def _process_alive(pid: int) -> bool:
+  """False once `pid` has exited (a zombie, dead but not yet reaped, counts as exited)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except (OSError, IndexError):
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return False
+    except PermissionError:
+      pass
+    return True
+
+
+def die_with_parent(worker_index: int, worker_count: int, *, parent_pid: int, poll_seconds: float = 0.5) -> None:
+  """grain worker init: a daemon thread kills this worker once the trainer `parent_pid` is gone.
+
+  A SIGKILLed trainer runs no clean-up, and its workers (hundreds of MB each, holding its stdout) would live
+  on. A watchdog on the pid, not PR_SET_PDEATHSIG: that signal fires when the *thread* that started the worker
+  exits, and grain starts workers from helper threads.
+  """
+  del worker_index, worker_count
+
+  def watch():
+    while _process_alive(parent_pid):
+      time.sleep(poll_seconds)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  threading.Thread(target=watch, name="jaxinpaint-parent-watchdog", daemon=True).start()
 
 
 def make_train_iterator(config, process_index: int = 0, process_count: int = 1, *, source=None,
