@@ -9,7 +9,9 @@ finished one, whose saved config equals the requested one, is reused without rec
 `evaluate.evaluate_methods` scores every run and `config.eval.baselines` under the first config's
 `config.eval` mask sets and held-out data (every config must share its data settings). Writes
 `WORKDIR/ablation.{md,csv,json}`, `ablation_bars.png` (L1/L2/TV/SSIM/PSNR per method and mask kind) and
-`ablation_grid.png` (the same examples inpainted by every method).
+`ablation_grid.png` (the same examples inpainted by every method). Frozen mask packs join with
+`--override=eval.masks=centre,pack:DIR` (tables name their pack ids); every row names the loss its run trained
+with (`evaluate.loss_label`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from jaxinpaint import perceptual_metrics as perceptual_lib
 
 # How tables name the configs this project ships; others appear under their file name.
 LABELS = {"wconv": "WConv", "pconv": "PConv", "plain": "Plain conv", "gated": "DeepFill v2 (gated)",
-          "deepfill_v1": "DeepFill v1", "deepfill_v2": "DeepFill v2", "dcgan": "DCGAN"}
+          "deepfill_v1": "DeepFill v1", "deepfill_v2": "DeepFill v2", "dcgan": "DCGAN", "lama": "LaMa"}
 # Data settings that define the held-out images; runs that differ here cannot share one table.
 SHARED_DATA_KEYS = ("source", "name", "path", "eval_split", "image_size", "resize", "shorter_side")
 
@@ -96,7 +98,8 @@ def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
 
 
 # Change how a run is evaluated, laid out or computed, not what it learns (dotted for nested keys).
-LAYOUT_KEYS = ("eval", "mesh", "fsdp_min_size", "model.decoder")
+LAYOUT_KEYS = ("eval", "mesh", "fsdp_min_size", "model.decoder", "model.strided_grad", "model.pad_barrier",
+               "train.remat")
 
 
 def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
@@ -173,7 +176,8 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
       if metric == "tv":
         ax.axhline(results.kinds[kind]["target_tv"], color="k", ls="--", lw=1, label="ground truth")
         ax.legend(fontsize=7, loc="lower right")
-      ax.set_title(f"{evaluate.kind_label(kind)}: {evaluate.METRIC_LABELS[metric]} {evaluate._arrow(metric)}",
+      label = evaluate.kind_label(kind, results.info.get("packs"))
+      ax.set_title(f"{label}: {evaluate.METRIC_LABELS[metric]} {evaluate._arrow(metric)}",
                    fontsize=9)
       ax.set_xticks([])
       ax.tick_params(labelsize=7)
@@ -216,7 +220,7 @@ def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> 
       if r == 0:
         ax.set_title(cols[c], fontsize=7)
       if c == 0:
-        ax.set_ylabel(evaluate.kind_label(kind), fontsize=7)
+        ax.set_ylabel(evaluate.kind_label(kind, results.info.get("packs")), fontsize=7)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)

@@ -12,12 +12,17 @@ as text).
 
 Mask kinds (`config.eval.masks`, a comma list): 'centre' (the h/2 x w/2 box: 128 x 128 at 256 px, Table I's
 centre mask), 'free_form' (DeepFill v2 strokes), any other `masks.MASK_GENERATORS` name or '+' union,
-'hole_10-20' (free-form strokes with a hole ratio in [10 %, 20 %), `masks.mask_in_bucket`) and 'buckets' for all
-six `HOLE_RATIO_BUCKETS`. Example i of every kind is the same image crop (`pipeline.eval_example`, seeded by the
-example index alone), and its mask is seeded by the index too, so every method and every run is scored on the
-same images and masks, and the same command gives the same numbers. With the run's `masks.eval_kind`, the
-'free_form' numbers equal the trainer's `eval/*` for the same examples. Every method sees the image with its
-holes zeroed, never the ground truth there.
+'hole_10-20' (free-form strokes with a hole ratio in [10 %, 20 %), `masks.mask_in_bucket`), 'buckets' for all
+six `HOLE_RATIO_BUCKETS`, and 'pack:DIR' for a frozen mask pack (`data.mask_packs`; a folder of packs adds each
+one): example i gets the pack's mask i mod N, the pack is verified against its manifest first, its masks must
+have the eval image size (no resampling: the pack id then names exactly the masks scored), and the tables name
+its pack id. A generated pack of kind K with seed 0 holds exactly the masks of kind K. Example i of every kind is
+the same image crop (`pipeline.eval_example`, seeded by the example index alone), and its mask is seeded by the
+index too, so every method and every run is scored on the same images and masks, and the same command gives the
+same numbers. With the run's `masks.eval_kind`, the 'free_form' numbers equal the trainer's `eval/*` for the same
+examples. Every method sees the image with its holes zeroed, never the ground truth there. Every table and
+`eval_results.*` says which loss trained each run (`loss_label`: 'L1+TV only (no VGG weights)', or the sha256 of
+the VGG16 weights file it used).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -39,8 +45,9 @@ import numpy as np
 from absl import logging
 
 from jaxinpaint import baselines, configs_lib, metrics, sharding
+from jaxinpaint import progress as progress_lib
 from jaxinpaint import perceptual_metrics as perceptual_lib
-from jaxinpaint.data import masks, pipeline, sources
+from jaxinpaint.data import mask_packs, masks, pipeline, sources
 
 # Metrics in table order; 'best' is the lowest for errors, the highest for similarities, and for TV the closest
 # to the ground truth's own TV over the same pixel pairs (a flat fill has the lowest TV, not the best).
@@ -50,42 +57,48 @@ HIGHER_IS_BETTER = {"ssim", "psnr", "psnr_full", "ssim_full"}
 METRIC_LABELS = {"l1": "L1", "l2": "L2", "tv": "TV", "ssim": "SSIM", "psnr": "PSNR", "psnr_full": "PSNR full",
                  "ssim_full": "SSIM full", "lpips": "LPIPS", "fid": "FID"}
 BUCKETS = "buckets"
+PACK_PREFIX = "pack:"  # config.eval.masks entry 'pack:DIR'; its kind in tables and scalars is 'pack_<pack id>'
 RESULT_FILES = ("eval_results.csv", "eval_results.json", "eval_results.md")
+NO_VGG_LOSS = "loss: L1+TV only (no VGG weights)"
+CLASSICAL_LOSS = "none (classical method)"
+
+bucket_kind = mask_packs.bucket_kind
+BUCKET_KINDS = mask_packs.BUCKET_KINDS
 
 
-def bucket_kind(low: float, high: float) -> str:
-  """(0.1, 0.2) -> 'hole_10-20'."""
-  return f"hole_{round(low * 100)}-{round(high * 100)}"
+def pack_kind(pack: mask_packs.Pack) -> str:
+  return f"pack_{pack.id}"
 
 
-BUCKET_KINDS = tuple(bucket_kind(*b) for b in masks.HOLE_RATIO_BUCKETS)
-
-
-def kind_label(kind: str) -> str:
+def kind_label(kind: str, packs: dict[str, dict] | None = None) -> str:
+  """How tables name a kind; a pack kind shows its name and pack id (`packs`: kind -> `Pack.summary()`)."""
   if kind.startswith("hole_"):
     return f"holes {kind[5:]} %"
+  if kind.startswith("pack_") and packs and kind in packs:
+    return f"Pack {packs[kind]['name']} [{packs[kind]['pack_id']}]"
   return {"centre": "Centre", "free_form": "Free-form"}.get(kind, kind)
 
 
 def mask_fn_for(kind: str, masks_config=None) -> pipeline.MaskFn:
   """The seeded generator fn(rng, h, w) -> valid for one mask kind (see the module docstring)."""
   if kind.startswith("hole_"):
-    try:
-      low, high = (int(v) / 100 for v in kind[5:].split("-"))
-    except ValueError:
-      raise ValueError(f"mask kind {kind!r}: write hole-ratio buckets as hole_<low>-<high> in percent, e.g. "
-                       "hole_10-20") from None
-    if not 0 <= low < high <= 1:
-      raise ValueError(f"mask kind {kind!r}: need 0 <= low < high <= 100")
-    return functools.partial(masks.mask_in_bucket, bucket=(low, high))
+    return mask_packs.generator_for(kind)
   masks_config = masks_config if masks_config is not None else configs_lib.base_config().masks
   return pipeline.configured_mask_fn(masks_config, kind)
 
 
-def parse_mask_kinds(spec: str, masks_config=None) -> list[str]:
-  """'centre,free_form,buckets' -> ['centre', 'free_form', 'hole_0-10', ..., 'hole_50-60'], each checked."""
+def parse_mask_kinds(spec: str, masks_config=None, packs: dict | None = None) -> list[str]:
+  """'centre,free_form,buckets,pack:DIR' -> ['centre', 'free_form', 'hole_0-10', ..., 'hole_50-60',
+  'pack_<id>'], each checked; each pack is verified and stored in `packs` (kind -> `mask_packs.Pack`)."""
   kinds = []
   for name in (n.strip() for n in str(spec).split(",")):
+    if name.startswith(PACK_PREFIX):
+      for pack in mask_packs.open_packs(name[len(PACK_PREFIX):]):
+        if pack_kind(pack) not in kinds:
+          kinds.append(pack_kind(pack))
+          if packs is not None:
+            packs[pack_kind(pack)] = pack
+      continue
     for kind in (BUCKET_KINDS if name == BUCKETS else [name] if name else []):
       if kind not in kinds:
         mask_fn_for(kind, masks_config)
@@ -93,6 +106,52 @@ def parse_mask_kinds(spec: str, masks_config=None) -> list[str]:
   if not kinds:
     raise ValueError(f"config.eval.masks={spec!r} names no mask kind; e.g. 'centre,free_form,buckets'")
   return kinds
+
+
+def _pack_mask(rng, h: int, w: int, *, pack: mask_packs.Pack, index: int) -> np.ndarray:
+  """Eval example `index`'s mask from a pack (mask index mod N), in the generators' (rng, h, w) form."""
+  del rng
+  if pack.size != (h, w):
+    raise ValueError(f"mask pack {pack.path} holds {pack.size[0]}x{pack.size[1]} masks but the eval images are "
+                     f"{h}x{w}")
+  return pack.valid(index)
+
+
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def loss_label(config: ml_collections.ConfigDict) -> str:
+  """'loss: ...' naming what trained a run, so a table cannot hide that the VGG perceptual/style terms were off.
+
+  The partial-conv loss (U-Nets): NO_VGG_LOSS without `loss.vgg_weights`, else the sha256 of that file. A named
+  file that is missing now reads 'L1+TV only (VGG weights PATH not found)', as the trainer drops the two terms for
+  a missing file (whether it existed at training time is not recorded). Other losses name themselves.
+  """
+  loss = config.get("loss", None) or ml_collections.ConfigDict()
+  task = config.get("task", "inpainting")
+  if task == "deepfill":
+    gan = config.get("gan", None)
+    return f"loss: {gan.loss if gan is not None else 'GAN'} adversarial + {loss.get('name', 'l1')} (no VGG term)"
+  if task == "dcgan":
+    return f"loss: {loss.get('gan_loss', 'GAN')} GAN loss (no VGG term)"
+  if task == "lama":
+    from jaxinpaint import lama_task  # its own terms (ResNet-PL or the VGG16 stand-in)
+
+    return lama_task.loss_label(config)
+  name = loss.get("name", "pconv")
+  if name != "pconv":
+    return f"loss: {name.upper()} (no VGG term)"
+  path = loss.get("vgg_weights", "")
+  if not path:
+    return NO_VGG_LOSS
+  if not os.path.isfile(path):
+    return f"loss: L1+TV only (VGG weights {path} not found)"
+  return f"loss: L1+TV+perceptual+style (VGG16 weights sha256 {file_sha256(path)})"
 
 
 # ------------------------------------------------------------------------------------------------ eval set
@@ -108,6 +167,7 @@ class EvalSet:
   kinds: tuple[str, ...]
   num_examples: int
   batch_size: int
+  packs: dict[str, mask_packs.Pack] = dataclasses.field(default_factory=dict)  # kind 'pack_<id>' -> its pack
 
   @property
   def num_batches(self) -> int:
@@ -123,7 +183,15 @@ class EvalSet:
     if batch <= 0:
       raise ValueError(f"config.eval.batch_size must be positive (0 = batch_size); got {batch}")
     batch = math.ceil(batch / num_devices) * num_devices  # every device gets an equal share
-    return cls(config.data, config.masks, tuple(parse_mask_kinds(ev.masks, config.masks)), int(num), batch)
+    packs = {}
+    kinds = tuple(parse_mask_kinds(ev.masks, config.masks, packs))
+    size = config.data.image_size
+    for pack in packs.values():
+      if pack.size != (size, size):  # refused, not resampled: the pack id must name the masks that are scored
+        raise ValueError(f"mask pack {pack.path} holds {pack.size[0]}x{pack.size[1]} masks but the eval images "
+                         f"are {size}x{size}; make a pack of that size (python -m jaxinpaint.masks pack ... "
+                         f"--size={size}, or --from=DIR --resize={size})")
+    return cls(config.data, config.masks, kinds, int(num), batch, packs)
 
   def batches(self, kind: str, source, process_index: int = 0, process_count: int = 1):
     """This process's share of each global batch: dicts image f32[b, S, S, 3] (ground truth), valid
@@ -132,10 +200,16 @@ class EvalSet:
     prepare = functools.partial(
         pipeline.eval_example, source=source, size=self.data.image_size,
         resize=None if self.data.get("resize") is None else tuple(self.data.resize),
-        mask_fn=mask_fn_for(kind, self.masks_config), shorter_side=self.data.get("shorter_side", 0))
+        shorter_side=self.data.get("shorter_side", 0))
+    pack = self.packs.get(kind)
+    mask_fn = None if pack is not None else mask_fn_for(kind, self.masks_config)
+
+    def example(i):
+      return prepare(i, mask_fn=mask_fn or functools.partial(_pack_mask, pack=pack, index=i))
+
     for k in range(self.num_batches):
       indices = [k * self.batch_size + process_index * b + j for j in range(b)]
-      examples = [prepare(i % self.num_examples) for i in indices]
+      examples = [example(i % self.num_examples) for i in indices]
       yield {"image": np.stack([e["image"] for e in examples]), "valid": np.stack([e["valid"] for e in examples]),
              "weight": np.asarray([i < self.num_examples for i in indices], np.float32)}
 
@@ -152,18 +226,19 @@ class Method:
   fn: Callable[[Any, Any], Any]
   on_host: bool = False
   classical: bool = False
+  loss: str = ""  # `loss_label` of a trained model; CLASSICAL_LOSS for the classical peers
 
 
-def model_method(task, params, model_state) -> Method:
+def model_method(task, params, model_state, loss: str = "") -> Method:
   """A trained model through the generic task protocol: `task.predict(params, model_state, batch)['output']`."""
   predict = jax.jit(lambda p, s, image, valid: task.predict(p, s, {"image": image, "valid": valid})["output"])
-  return Method(lambda image, valid: predict(params, model_state, image, valid))
+  return Method(lambda image, valid: predict(params, model_state, image, valid), loss=loss)
 
 
 def baseline_methods(names: Sequence[str]) -> dict[str, Method]:
   """Classical peers by `baselines` name, labelled for tables."""
-  return {baselines.LABELS[n]: Method(functools.partial(baselines.inpaint_batch, n), on_host=True, classical=True)
-          for n in names}
+  return {baselines.LABELS[n]: Method(functools.partial(baselines.inpaint_batch, n), on_host=True, classical=True,
+                                      loss=CLASSICAL_LOSS) for n in names}
 
 
 # ------------------------------------------------------------------------------------------------ harness
@@ -240,8 +315,6 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
   Means are over the `eval_set.num_examples` real examples (padding weighs 0). FID, when available, compares
   each method's composites with the ground-truth images of the same kind (2048-d Inception pool features).
   """
-  from tqdm import tqdm
-
   if not methods:
     raise ValueError("evaluate_methods needs at least one method")
   mesh = sharding.make_mesh() if mesh is None else mesh
@@ -252,8 +325,8 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
   rows, kinds, samples = [], {}, {}
   # Example i is the same crop under every mask kind, so the real images' statistics are gathered once.
   fid_real = perceptual_lib.GaussianStats(perceptual_lib.INCEPTION_DIM) if perceptual.fid_features else None
-  bar = tqdm(total=len(eval_set.kinds) * eval_set.num_batches * len(methods), unit="batch",
-             disable=not progress or pidx != 0, file=sys.stderr)
+  bar = progress_lib.bar(len(eval_set.kinds) * eval_set.num_batches * len(methods), desc="eval", unit="batch",
+                         enabled=progress, process_index=pidx)
   for kind in eval_set.kinds:
     values = {name: [] for name in methods}
     weights = []
@@ -294,7 +367,8 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
 
     for name, method in methods.items():
       per_example = {m: np.concatenate([v[m] for v in values[name]]) for m in values[name][0]}
-      row = {"method": name, "kind": kind, "classical": method.classical, "n": int(w.sum())}
+      row = {"method": name, "kind": kind, "classical": method.classical, "n": int(w.sum()),
+             "loss": method.loss, "pack_id": eval_set.packs[kind].id if kind in eval_set.packs else ""}
       row.update({m: mean(v) for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")})
       if fid_real is not None:
         row["fid"] = perceptual_lib.fid_from_stats(fid_real, fid_fake[name])
@@ -303,7 +377,9 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
     kinds[kind] = {k: mean(per_example[k]) for k in ("hole_ratio", "target_tv")}
   bar.close()
   info = {"examples": eval_set.num_examples, "image_size": eval_set.data.image_size,
-          "data": f"{eval_set.data.source}/{eval_set.data.name}", "kinds": list(eval_set.kinds)}
+          "data": f"{eval_set.data.source}/{eval_set.data.name}", "kinds": list(eval_set.kinds),
+          "packs": {k: p.summary() for k, p in eval_set.packs.items()},
+          "losses": {name: method.loss for name, method in methods.items()}}
   return Results(rows, kinds, samples, list(perceptual.notes), info)
 
 
@@ -340,8 +416,14 @@ def _table(results: Results, kinds: Sequence[str], metrics_: Sequence[str], head
     for k, m in cols:
       text = _fmt(m, results.value(method, k, m))
       cells.append(f"**{text}**" if method in best[(k, m)] else text)
-    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append(f"| {method_label(results, method)} | " + " | ".join(cells) + " |")
   return lines
+
+
+def method_label(results: Results, method: str) -> str:
+  """A table's method cell: the name, and for a trained model the loss it was trained with."""
+  loss = results.info.get("losses", {}).get(method, "")
+  return f"{method} ({loss})" if loss and loss != CLASSICAL_LOSS else method
 
 
 def _arrow(metric: str) -> str:
@@ -358,18 +440,23 @@ def markdown(results: Results, title: str = "Evaluation") -> str:
              "same images and masks for every method. L1, L2 (x100) and PSNR (dB, capped at 100) over the hole "
              "pixels of the output; TV (x100) of the composite over the pixel pairs touching the hole, best = "
              "closest to the ground truth's own TV; SSIM of the composite (seed 004's protocol).")
+  packs = info.get("packs", {})
+  for kind, pack in packs.items():
+    seed = "" if pack["seed"] is None else f", seed {pack['seed']}"
+    out.append(f"Mask pack {pack['pack_id']} ({pack['name']}{seed}, {pack['count']} masks of {pack['size'][0]}x"
+               f"{pack['size'][1]}, `{pack['path']}`): example i gets mask i mod {pack['count']}.")
   extra = [m for m in ("lpips", "fid") if m in results.metric_names]
   headline = [k for k in info["kinds"] if k not in BUCKET_KINDS]
   buckets = [k for k in info["kinds"] if k in BUCKET_KINDS]
   if headline:
     out += ["", *_table(results, headline, list(TABLE_METRICS) + extra,
-                        lambda k, m: f"{kind_label(k)} {METRIC_LABELS[m]} {_arrow(m)}")]
+                        lambda k, m: f"{kind_label(k, packs)} {METRIC_LABELS[m]} {_arrow(m)}")]
   if buckets:
     for metric in ("l1", "psnr", "ssim"):
       out += ["", f"{METRIC_LABELS[metric]} {_arrow(metric)} by hole ratio (free-form strokes):", "",
               *_table(results, buckets, [metric], lambda k, m: k[5:] + " %")]
-  gt = ", ".join(f"{kind_label(k)} {v['target_tv']:.3f}" for k, v in results.kinds.items())
-  ratio = ", ".join(f"{kind_label(k)} {v['hole_ratio']:.3f}" for k, v in results.kinds.items())
+  gt = ", ".join(f"{kind_label(k, packs)} {v['target_tv']:.3f}" for k, v in results.kinds.items())
+  ratio = ", ".join(f"{kind_label(k, packs)} {v['hole_ratio']:.3f}" for k, v in results.kinds.items())
   out += ["", f"Ground-truth TV over the same pairs: {gt}.", f"Mean hole ratio: {ratio}."]
   out += [f"Note: {n}" for n in results.notes]
   return "\n".join(out) + "\n"
@@ -430,7 +517,7 @@ class Run:
   mesh: Any
 
   def method(self) -> Method:
-    return model_method(self.task, self.params, self.model_state)
+    return model_method(self.task, self.params, self.model_state, loss=loss_label(self.config))
 
 
 def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None, devices=None,
@@ -464,7 +551,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
   """`main --mode=eval`: scores the run in `workdir` (built with `config`) and the classical peers."""
   from clu import metric_writers
 
+  from jaxinpaint import train
+
   config = with_defaults(config)
+  # the checkpoint means what its saved config says: another model config would score (or fail on) the wrong model
+  train.check_same_run(config, workdir, hint="pass the --config the run was trained with")
   devices = jax.devices()
   eval_set = EvalSet.from_config(config, len(devices))
   run = restore_run(workdir, config, devices, batch_size=eval_set.batch_size)

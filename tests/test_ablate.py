@@ -51,11 +51,14 @@ def test_ablation_trains_reuses_and_writes_the_table(tmp_path, fake_training):
   header = next(line for line in table.splitlines() if line.startswith("| method"))
   assert header.count("Centre") == 5 and header.count("Free-form") == 5  # L1 L2 TV SSIM PSNR per mask kind
   rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-  assert [r.split(" | ")[0][2:] for r in rows] == methods
+  no_vgg = "(loss: L1+TV only (no VGG weights))"  # both U-Nets trained without the perceptual/style terms
+  assert [r.split(" | ")[0][2:] for r in rows] == [f"WConv {no_vgg}", f"Plain conv {no_vgg}", *methods[2:]]
   for col in range(1, 11):  # every column has its best marked
     assert any(re.fullmatch(r"\*\*[\d.]+\*\*", r.strip(" |").split(" | ")[col]) for r in rows), col
   data = json.load(open(tmp_path / "ablation.json"))
   assert len(data["results"]) == 8 and data["info"]["variant"] == "tiny"
+  assert [r["loss"] for r in data["results"][:4]] == [no_vgg[1:-1]] * 2 + ["none (classical method)"] * 2
+  assert open(tmp_path / "ablation.csv").read().count(no_vgg[1:-1]) == 4  # 2 runs x 2 mask kinds
   for name in ("ablation_bars.png", "ablation_grid.png"):
     image = np.asarray(Image.open(tmp_path / name))
     assert image.ndim == 3 and min(image.shape[:2]) > 200 and image.std() > 10
@@ -74,7 +77,7 @@ def test_ablation_trains_reuses_and_writes_the_table(tmp_path, fake_training):
          f"--workdir={tmp_path}", *[f"--override={o}" for o in OVERRIDES]]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "| WConv |" in proc.stdout and len(fake_training) == 2
+  assert f"| WConv {no_vgg} |" in proc.stdout and len(fake_training) == 2
   again = json.load(open(tmp_path / "ablation.json"))
   assert again["info"]["runs"] == {"wconv": "reused", "plain": "reused"}
   assert again["results"] == data["results"]

@@ -3,6 +3,7 @@ SSIM 1, means that equal an independent per-example computation, the trainer's o
 rows present, outputs on disk and in TensorBoard, and one-line errors."""
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxinpaint import baselines, checkpointing, evaluate, metrics, train
-from jaxinpaint.data import masks, pipeline, sources
+from jaxinpaint.data import mask_packs, masks, pipeline, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -155,6 +156,12 @@ def test_evaluation_is_deterministic_and_writes_every_output(run):
       (m, k) for k in ("centre", "hole_20-30") for m in methods]
   assert all(r["n"] == 8 for r in data["results"]) and data["info"]["step"] == run["config"].num_train_steps
   assert len(outputs[0]["eval_results.csv"].strip().splitlines()) == 1 + 2 * len(methods)
+  # the loss that trained the run, in every output (no VGG16 weights file here)
+  assert {r["method"]: r["loss"] for r in data["results"]}[label] == "loss: L1+TV only (no VGG weights)"
+  assert data["info"]["losses"][label] == evaluate.NO_VGG_LOSS
+  assert all(r["loss"] == evaluate.CLASSICAL_LOSS for r in data["results"] if r["classical"])
+  assert f",{evaluate.NO_VGG_LOSS}," in outputs[0]["eval_results.csv"]
+  assert f"| {label} (loss: L1+TV only (no VGG weights)) |" in outputs[0]["eval_results.md"]
   table = outputs[0]["eval_results.md"]
   assert "Centre PSNR ↑" in table and "PSNR ↑ by hole ratio" in table and "FID left out" in table
   from tensorboard.backend.event_processing import event_accumulator
@@ -200,3 +207,77 @@ def test_cli_overrides_and_errors(run, tmp_path):
     evaluate.main(["evaluate", f"--workdir={tmp_path}/none"])
   assert exit_info.value.code == (f"error: {tmp_path}/none/config.json not found: {tmp_path}/none is not a "
                                   "jaxinpaint run directory")
+
+
+def test_eval_on_a_pack_equals_eval_on_the_same_masks_drawn_in_pipeline(tmp_path):
+  config = eval_config(load_config(), examples=10)
+  ff, = mask_packs.make_pack("free_form", 32, 10, 0, str(tmp_path / "ff"))
+  buckets = mask_packs.make_pack("buckets", 32, 10, 0, str(tmp_path / "buckets"))  # a folder of six packs
+  config.eval.masks = f"free_form,hole_20-30,pack:{tmp_path / 'ff'},pack:{tmp_path / 'buckets'}"
+  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  kinds = ["free_form", "hole_20-30", f"pack_{ff['pack_id']}"] + [f"pack_{m['pack_id']}" for m in buckets]
+  assert list(eval_set.kinds) == kinds
+  results = evaluate.evaluate_methods(evaluate.baseline_methods(["telea", "mean_fill"]), eval_set,
+                                      source=sources.make_source(config.data, "eval"), progress=False)
+  for method in results.methods:
+    for drawn, packed in (("free_form", kinds[2]), ("hole_20-30", kinds[5])):
+      for metric in results.metric_names:
+        assert results.value(method, packed, metric) == results.value(method, drawn, metric), (method, metric)
+  paths = evaluate.write_results(results, str(tmp_path / "out"))
+  data = json.load(open(paths["json"]))
+  assert data["info"]["packs"][kinds[2]]["pack_id"] == ff["pack_id"]
+  assert {r["pack_id"] for r in data["results"] if r["kind"] == kinds[2]} == {ff["pack_id"]}
+  table = open(paths["md"]).read()
+  assert f"Mask pack {ff['pack_id']} (free_form, seed 0, 10 masks of 32x32" in table
+  assert f"Pack free_form [{ff['pack_id']}] L1 ↓" in table
+  assert ff["pack_id"] in open(paths["csv"]).read()
+
+
+def test_bad_packs_are_refused_in_one_line(tmp_path):
+  config = eval_config(load_config())
+  mask_packs.make_pack("centre", 64, 2, 0, str(tmp_path / "big"))
+  config.eval.masks = f"centre,pack:{tmp_path / 'big'}"
+  with pytest.raises(ValueError, match=r"holds 64x64 masks but the eval images are 32x32; make a pack of that size"):
+    evaluate.EvalSet.from_config(config, jax.device_count())
+  mask_packs.make_pack("random_box", 32, 3, 0, str(tmp_path / "ok"))
+  with open(tmp_path / "ok" / "000001.png", "ab") as f:
+    f.write(b"\0")  # one byte appended: the file no longer matches its manifest
+  config.eval.masks = f"pack:{tmp_path / 'ok'}"
+  with pytest.raises(ValueError, match=r"ok: 000001.png does not match its manifest"):
+    evaluate.EvalSet.from_config(config, jax.device_count())
+
+
+def test_loss_label_names_the_vgg_weights_or_their_absence(tmp_path):
+  config = load_config()
+  assert evaluate.loss_label(config) == "loss: L1+TV only (no VGG weights)"
+  weights = tmp_path / "vgg16.npz"
+  weights.write_bytes(b"weights")
+  config.loss.vgg_weights = str(weights)
+  assert evaluate.loss_label(config) == ("loss: L1+TV+perceptual+style (VGG16 weights sha256 "
+                                         f"{hashlib.sha256(b'weights').hexdigest()})")
+  config.loss.vgg_weights = str(tmp_path / "gone.npz")
+  assert evaluate.loss_label(config) == f"loss: L1+TV only (VGG weights {tmp_path / 'gone.npz'} not found)"
+  config.loss.name = "mse"
+  assert evaluate.loss_label(config) == "loss: MSE (no VGG term)"
+  gated = load_config("gated")
+  assert evaluate.loss_label(gated) == "loss: hinge adversarial + l1 (no VGG term)"
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+  import io
+
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  config = eval_config(load_config(), examples=8)
+  config.eval.masks = "centre"
+  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  source = sources.make_source(config.data, "eval")
+  methods = evaluate.baseline_methods(["mean_fill"])
+  evaluate.evaluate_methods(methods, eval_set, source=source)  # stderr is captured here: not a terminal
+  assert "centre: Mean colour fill" not in capsys.readouterr().err
+  terminal = Terminal()
+  monkeypatch.setattr(sys, "stderr", terminal)
+  evaluate.evaluate_methods(methods, eval_set, source=source)
+  assert "centre: Mean colour fill" in terminal.getvalue() and "1/1 [" in terminal.getvalue()
