@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from jaxinpaint.models.resnet_pl import load_resnet_pl
 from jaxinpaint.models.vgg import VGG16Features, load_vgg16_params, to_imagenet_input
 
 PCONV_WEIGHTS = (1.0, 6.0, 0.05, 120.0, 0.1)  # valid, hole, perceptual, style, tv (Liu et al. 2018, eq. 7)
@@ -43,6 +44,16 @@ def mse_loss(output, target) -> jax.Array:
   """Mean squared error over all elements (seed 002's training loss)."""
   output, target = _check_images(output, target)
   return jnp.mean(jnp.square(output - target))
+
+
+def hole_log_mse(output, target, valid, eps: float = 1e-4) -> jax.Array:
+  """mean_b log(MSE over example b's hole pixels + eps): minus the mean per-example PSNR on the hole, up to
+  scale, so a thin stroke counts as much as a big hole (L_hole's mean over all elements barely sees it)."""
+  output, target = _check_images(output, target)
+  hole = 1.0 - _check_valid(valid, output)
+  sq = jnp.sum(hole * jnp.square(output - target), axis=(1, 2, 3))
+  count = jnp.sum(jnp.broadcast_to(hole, output.shape), axis=(1, 2, 3))
+  return jnp.mean(jnp.log(sq / jnp.maximum(count, 1.0) + eps))
 
 
 def valid_l1(output, target, valid) -> jax.Array:
@@ -175,3 +186,86 @@ def pconv_loss(output, target, valid, vgg_fn: FeatureFn | None = None,
   terms["style"] = style_loss(out_f, comp_f, gt_f)
   total = total + w_perc * terms["perceptual"] + w_style * terms["style"]
   return total, terms
+
+
+# ------------------------------------------------------------------------------ LaMa (Suvorov et al. 2022)
+# advimman/lama losses/feature_matching.py and losses/adversarial.py (NonSaturatingWithR1). The reference works on
+# [0, 1] images; its weights (L1 known 10, adversarial 10, R1 0.001, feature matching 100) assume that range.
+
+
+def masked_l1(output, target, valid, weight_known: float = 10.0, weight_missing: float = 0.0) -> jax.Array:
+  """mean over all elements of (w_known valid + w_missing (1 - valid)) |output - target| (LaMa's `masked_l1_loss`).
+
+  output, target: f32[B, H, W, C]; valid: f32[B, H, W, 1] (1 = known). LaMa-Fourier: known 10, missing 0.
+  """
+  output, target = _check_images(output, target)
+  valid = _check_valid(valid, output)
+  weights = weight_known * valid + weight_missing * (1.0 - valid)
+  return jnp.mean(weights * jnp.abs(output - target))
+
+
+def feature_matching_loss(fake_features: Sequence[jax.Array], real_features: Sequence[jax.Array]) -> jax.Array:
+  """Discriminator feature matching: the mean over layers of each layer's mean squared difference."""
+  _check_features(fake_features, real_features)
+  return sum(jnp.mean(jnp.square(f - r)) for f, r in zip(fake_features, real_features)) / len(fake_features)
+
+
+def resize_nearest(mask: jax.Array, height: int, width: int) -> jax.Array:
+  """PyTorch `F.interpolate(mode='nearest')`: out[i, j] = in[floor(i H / h), floor(j W / w)]; f32[B, H, W, 1]."""
+  rows = (jnp.arange(height) * mask.shape[1]) // height
+  cols = (jnp.arange(width) * mask.shape[2]) // width
+  return mask[:, rows][:, :, cols]
+
+
+def nonsaturating_d_loss(real_logits: jax.Array, fake_logits: jax.Array, hole: jax.Array | None = None
+                         ) -> jax.Array:
+  """D's non-saturating loss: mean softplus(-D(real)) + mean of the fake term, logits f32[B, h, w].
+
+  Without `hole`: softplus(D(fake)). With `hole` f32[B, h, w] (1 = hole, LaMa's `mask_as_fake_target`): only the
+  hole's patches are fake, hole softplus(D(fake)) + (1 - hole) softplus(-D(fake)). (R1 is `r1_penalty`.)
+  """
+  if real_logits.shape != fake_logits.shape:
+    raise ValueError(f"real and fake logits must be one shape; got {real_logits.shape} and {fake_logits.shape}")
+  fake = jax.nn.softplus(fake_logits)
+  if hole is not None:
+    fake = hole * fake + (1.0 - hole) * jax.nn.softplus(-fake_logits)
+  return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(fake)
+
+
+def nonsaturating_g_loss(fake_logits: jax.Array) -> jax.Array:
+  """G's non-saturating loss mean softplus(-D(G(x))), every patch (LaMa's use_unmasked_for_gen)."""
+  return jnp.mean(jax.nn.softplus(-fake_logits))
+
+
+def r1_penalty(grads: jax.Array) -> jax.Array:
+  """R1 (Mescheder et al. 2018) from grads = d sum D(real) / d real, f32[B, ...]: mean_b ||grads_b||^2."""
+  return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1))
+
+
+def feature_mse_sum(out_features: Sequence[jax.Array], gt_features: Sequence[jax.Array]) -> jax.Array:
+  """sum over layers of the mean squared feature difference: LaMa's ResNet-PL form, on any feature extractor."""
+  _check_features(out_features, gt_features)
+  return sum(jnp.mean(jnp.square(o - g)) for o, g in zip(out_features, gt_features))
+
+
+def make_resnet_pl_fn(weights_path: str | os.PathLike | None) -> FeatureFn | None:
+  """LaMa's ResNet-PL features: the ADE20k ResNet-50-dilated's 4 stage outputs of [-1, 1] images; None without
+  a weights file (with a warning when a given path does not exist).
+
+  The returned fn maps f32[N, H, W, 3] in [-1, 1] to [f32[N, H/4, W/4, 256], ... f32[N, H/8, W/8, 2048]] on
+  ImageNet-normalised [0, 1] input, as `ResNetPL.forward`; eval-mode BN, weights closed over as constants, so
+  `perceptual_weight * feature_mse_sum(f(pred), f(target))` is the reference's loss. A path that exists but is
+  not such an npz raises ValueError (see `jaxinpaint.models.resnet_pl.load_resnet_pl`).
+  """
+  if weights_path is None:
+    return None
+  if not os.path.isfile(weights_path):
+    logging.warning("ResNet-PL weights %r not found: no ResNet-PL term (make them with "
+                    "scripts/convert_resnet_pl.py).", weights_path)
+    return None
+  model, variables = load_resnet_pl(weights_path)
+
+  def features(x: jax.Array) -> list[jax.Array]:
+    return model.apply(variables, to_imagenet_input(x))
+
+  return features

@@ -26,6 +26,19 @@ LossFn = Callable[..., tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+# config.train.remat -> jax.checkpoint policy over the generator's forward ('none': no checkpoint). 'blocks' keeps
+# each block's output (models.unet.BLOCK_OUTPUT) and recomputes what is inside a block; 'full' keeps nothing.
+REMAT_POLICIES = {"none": None, "blocks": jax.checkpoint_policies.save_only_these_names(models.unet.BLOCK_OUTPUT),
+                  "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def remat(config: ml_collections.ConfigDict, fn: Callable) -> Callable:
+  """`fn` under jax.checkpoint with config.train.remat's policy (same values and gradients, less memory)."""
+  name = config.train.get("remat", "none")
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"config.train.remat must be one of {tuple(REMAT_POLICIES)}; got {name!r}")
+  return fn if name == "none" else jax.checkpoint(fn, policy=REMAT_POLICIES[name])
+
 
 def activation_dtype(config: ml_collections.ConfigDict):
   name = config.train.activation_dtype
@@ -126,14 +139,16 @@ class InpaintingTask:
     if name == "l1":
       value = jnp.mean(jnp.abs(output - target))
       return value, {"l1": value}
-    raise ValueError(f"config.loss.name must be pconv, mse or l1; got {name!r}")
+    if name == "hole_log_mse":
+      value = losses.hole_log_mse(output, target, valid)
+      return value, {"hole_log_mse": value}
+    raise ValueError(f"config.loss.name must be pconv, mse, l1 or hole_log_mse; got {name!r}")
 
   def loss_fn(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array,
               step: jax.Array) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
     del rng, step  # the U-Net is deterministic; masks are drawn in the input pipeline
-    output, new_state = self.model.apply(
-        {"params": params, **model_state}, batch["image"], batch["valid"], train=True,
-        mutable=list(model_state.keys()))
+    apply = functools.partial(self.model.apply, train=True, mutable=list(model_state.keys()))
+    output, new_state = remat(self.config, apply)({"params": params, **model_state}, batch["image"], batch["valid"])
     loss, terms = self.reconstruction_loss(output, batch["image"], batch["valid"])
     return loss, (dict(new_state), terms)
 
@@ -162,6 +177,15 @@ def _deepfill_task(config: ml_collections.ConfigDict, **kwargs):
 
 
 TASKS["deepfill"] = _deepfill_task
+
+
+def _lama_task(config: ml_collections.ConfigDict, **kwargs):
+  from jaxinpaint.lama_task import LamaTask  # imported on use: it builds on this module
+
+  return LamaTask(config, **kwargs)
+
+
+TASKS["lama"] = _lama_task
 
 
 def make_task(config: ml_collections.ConfigDict, **kwargs):

@@ -331,3 +331,21 @@ def test_converter_torch_state_dict_orientation(tmp_path, monkeypatch):
   pth.write_bytes(b"\x80")
   with pytest.raises(SystemExit, match="pip install torch"):
     convert_vgg16.convert(str(pth), str(tmp_path / "out.npz"))
+
+
+def test_hole_log_mse_is_the_mean_per_example_log_hole_mse():
+  rng = np.random.default_rng(0)
+  out, gt = (rng.uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32) for _ in range(2))
+  valid = (rng.uniform(size=(3, 8, 8, 1)) > 0.2).astype(np.float32)
+  valid[1] = 1.0  # no hole: log(eps)
+  valid[2, :, :] = 1.0
+  valid[2, 3, 4] = 0.0  # a one-pixel hole weighs as much as a big one
+  expected = []
+  for b in range(3):
+    hole = np.broadcast_to(valid[b] == 0, out[b].shape)
+    mse = np.square(out[b] - gt[b])[hole].mean() if hole.any() else 0.0
+    expected.append(np.log(mse + 1e-4))
+  np.testing.assert_allclose(losses.hole_log_mse(out, gt, valid), np.mean(expected), rtol=1e-5)
+  # Known pixels do not count.
+  changed = np.where(valid > 0, out + 0.5, out)
+  np.testing.assert_allclose(losses.hole_log_mse(changed, gt, valid), np.mean(expected), rtol=1e-5)

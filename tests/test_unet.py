@@ -122,6 +122,22 @@ def test_upsample_and_composite():
   assert np.all(comp[~v] == 0.25)
 
 
+@pytest.mark.parametrize("decoder", ["subpixel", "concat"])
+def test_gated_unet_output_layer_is_an_ungated_plain_conv(decoder):
+  # DeepFill's rule: hidden layers gated, the output conv plain (no f * sigmoid(g) squashing the image)
+  model = InpaintingUNet(conv="gated", depth=2, decoder=decoder, **SMALL)
+  image, valid = _inputs(2, 16, 16, seed=4)
+  variables = model.init(jax.random.key(0), image, valid)
+  p = variables["params"]
+  assert p["dec1"]["kernel"].shape[-1] == p["dec1"]["bias"].shape[0] == 3  # gated: 2 x 3 (feature, gate)
+  assert p["dec2"]["kernel"].shape[-1] == 2 * SMALL["features"][0]  # the hidden decoder layer stays gated
+  shift = jnp.asarray([0.5, -2.0, 3.0])
+  moved = {**variables, "params": {**p, "dec1": {**p["dec1"], "bias": p["dec1"]["bias"] + shift}}}
+  out, out_moved = model.apply(variables, image, valid), model.apply(moved, image, valid)
+  # a plain conv's bias shifts the output by exactly itself everywhere
+  np.testing.assert_allclose(np.asarray(out_moved - out), np.broadcast_to(shift, out.shape), atol=1e-5)
+
+
 def test_registry():
   assert isinstance(make_model("unet", conv="plain"), InpaintingUNet)
   with pytest.raises(ValueError, match="unknown model 'vae'"):

@@ -1,7 +1,8 @@
 """Mask-aware layers: masked convolutions (partial, weighted, gated, plain) and weighted normalisation;
-contextual attention and spectral normalisation for the DeepFill family."""
+contextual attention and spectral normalisation for the DeepFill family; fast Fourier convolutions for LaMa."""
 
 from jaxinpaint.layers.contextual_attention import ContextualAttention, contextual_attention, flow_to_rgb
+from jaxinpaint.layers.ffc import FFC, FFCBNAct, FFCResnetBlock, FourierUnit, SpectralTransform
 from jaxinpaint.layers.masked_conv import (
   MASKED_CONVS,
   GatedConv,
@@ -25,6 +26,11 @@ from jaxinpaint.layers.weighted_norm import (
 
 __all__ = [
   "MASKED_CONVS",
+  "FFC",
+  "FFCBNAct",
+  "FFCResnetBlock",
+  "FourierUnit",
+  "SpectralTransform",
   "ContextualAttention",
   "SpectralConv",
   "contextual_attention",

@@ -9,7 +9,8 @@ layer sees the input image and its mask and has neither norm nor activation.
 - 'partial' (PConv) and 'weighted' (WConv, seed 004): the mask travels beside the features; the skip masks are
   concatenated per channel, so the window sums count every channel of the concatenated input.
 - 'gated' and 'plain': the conv sees the holes zeroed with the mask appended as a fourth input channel (the usual
-  baseline); the mask is still carried for shapes and the composite.
+  baseline); the mask is still carried for shapes and the composite. A gated net's output layer is a plain conv
+  (as DeepFill v2's output conv: ungated, no activation).
 `norm` defaults to BatchNorm, and to the weighted BatchNorm of seed 004 (eqs. 4 and 6) for 'weighted'.
 """
 
@@ -19,11 +20,15 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxinpaint import layers
+from jaxinpaint.layers.push_pull import push_pull_fill
 
 NORMS = ("batch", "weighted_batch", "none")
-DECODERS = ("subpixel", "concat")
+DECODERS = ("auto", "subpixel", "concat")
+# jax.checkpoint name of every generator block's output (U-Net and DeepFill): what config.train.remat='blocks' keeps
+BLOCK_OUTPUT = "generator_block"
 
 
 upsample2 = layers.masked_conv.upsample2  # nearest x2, f32[B, H, W, C] -> f32[B, 2H, 2W, C]
@@ -75,7 +80,13 @@ class InpaintingUNet(nn.Module):
   # 'subpixel' forms neither tensor and runs the upsampled half as a 2x2 sub-pixel conv (fewer FLOPs; faster on
   # CPU); 'concat' forms both and runs one 3x3 conv (each kernel's gradient is all-reduced in its own shape:
   # ~20 % fewer gradient bytes under data parallelism, for communication-bound multi-GPU runs).
-  decoder: str = "subpixel"
+  # 'auto' (default): 'subpixel' on the CPU backend, where it was measured faster, else 'concat' (layers.resolve).
+  decoder: str = "auto"
+  strided_grad: str = "auto"  # encoder strided convs' input gradient: 'subpixel' / 'xla' (layers/masked_conv.py)
+  pad_barrier: str = "auto"  # sub-pixel decoder: optimisation barrier after the pad, 'on' / 'off'
+  # True: the output is a learned correction to `push_pull_fill(image, valid)`, a parameter-free pyramid
+  # interpolation of the known pixels, rather than the whole image (out_channels must equal image channels).
+  residual_fill: bool = False
   dtype: Any = jnp.float32  # activation dtype; params stay float32
 
   def _width(self, level: int) -> int:
@@ -93,11 +104,16 @@ class InpaintingUNet(nn.Module):
       raise ValueError(f"InpaintingUNet norm must be one of {NORMS}; got {norm!r}")
     if self.decoder not in DECODERS:
       raise ValueError(f"InpaintingUNet decoder must be one of {DECODERS}; got {self.decoder!r}")
+    decoder = layers.masked_conv.resolve("decoder", self.decoder)
+    paths = dict(strided_grad=self.strided_grad, pad_barrier=self.pad_barrier)
     carries_mask = self.conv in ("partial", "weighted")
 
     valid = valid.astype(jnp.float32)
     x = image.astype(self.dtype) * valid.astype(self.dtype)
+    fill = push_pull_fill(image, valid) if self.residual_fill else None
     if not carries_mask:
+      if fill is not None:  # a mask-as-channel net can see the fill it corrects (masked convs cannot: they skip holes)
+        x = x + (1.0 - valid.astype(self.dtype)) * fill.astype(self.dtype)
       x = jnp.concatenate([x, valid.astype(self.dtype)], axis=-1)
     skips = [(x, valid)]
 
@@ -115,10 +131,11 @@ class InpaintingUNet(nn.Module):
     h, m = x, valid
     for level in range(self.depth):
       k = self._kernel(level)
-      h, m = conv_cls(self._width(level), (k, k), strides=(2, 2), dtype=self.dtype, name=f"enc{level + 1}")(h, m)
+      h, m = conv_cls(self._width(level), (k, k), strides=(2, 2), dtype=self.dtype, name=f"enc{level + 1}",
+                      **paths)(h, m)
       if level > 0:
         h = normalise(h, m, f"enc{level + 1}_norm", not train or self.freeze_encoder_norm)
-      h = nn.relu(h)
+      h = checkpoint_name(nn.relu(h), BLOCK_OUTPUT)
       skips.append((h, m))
 
     h, m = skips.pop()
@@ -126,12 +143,13 @@ class InpaintingUNet(nn.Module):
       skip_h, skip_m = skips.pop()
       last = level == 0
       width = self.out_channels if last else self._width(level - 1)
-      # DeepFill's rule for gated nets: the output conv is ungated-linear (identity feature activation).
-      extra = {"activation": None} if (last and self.conv == "gated") else {}
+      # DeepFill's rule for gated nets: the output conv is a plain, ungated conv (no sigmoid gate on the image).
+      dec_cls = layers.PlainConv if (last and self.conv == "gated") else conv_cls
       # The conv of concat([upsample2(h), skip]) with the masks concatenated per channel (partial/weighted: sum(1)
       # and sum(M) count every channel) or united (gated/plain).
-      dec = conv_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **extra)
-      if self.decoder == "subpixel":  # fused: neither tensor is formed (layers/masked_conv.py)
+      init = {"kernel_init": nn.initializers.zeros_init()} if (last and self.residual_fill) else {}
+      dec = dec_cls(width, (3, 3), dtype=self.dtype, name=f"dec{level + 1}", **init, **paths)
+      if decoder == "subpixel":  # fused: neither tensor is formed (layers/masked_conv.py)
         h, m = dec(h, m, skip=(skip_h.astype(h.dtype), skip_m))
       else:
         h, m = upsample2(h), upsample2(m)
@@ -143,5 +161,7 @@ class InpaintingUNet(nn.Module):
         h, m = dec(jnp.concatenate([h, skip_h.astype(h.dtype)], axis=-1), cat_m)
       if not last:
         h = normalise(h, m, f"dec{level + 1}_norm", not train)
-        h = nn.leaky_relu(h, 0.2)
+        h = checkpoint_name(nn.leaky_relu(h, 0.2), BLOCK_OUTPUT)
+    if self.residual_fill:  # the output conv starts at zero: training starts from the fill, not from noise on it
+      h = h.astype(jnp.float32) + fill
     return h.astype(jnp.float32)
