@@ -3,11 +3,13 @@
 from jaxinpaint.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from jaxinpaint.models.deepfill import DeepFillV1Generator, DeepFillV2Generator
 from jaxinpaint.models.discriminators import GlobalCritic, LocalCritic, SNPatchGAN
+from jaxinpaint.models.lama import LamaGenerator, NLayerDiscriminator
 from jaxinpaint.models.unet import InpaintingUNet, composite, upsample2
 
 MODELS = {"unet": InpaintingUNet}
 MODELS.update({"dcgan_generator": DCGANGenerator, "dcgan_discriminator": DCGANDiscriminator})
 MODELS.update({"deepfill_v2": DeepFillV2Generator, "deepfill_v1": DeepFillV1Generator})
+MODELS.update({"lama": LamaGenerator})
 
 
 def make_model(name: str, **kwargs):
@@ -18,4 +20,5 @@ def make_model(name: str, **kwargs):
 
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator", "DeepFillV1Generator", "DeepFillV2Generator", "GlobalCritic",
-           "InpaintingUNet", "LocalCritic", "SNPatchGAN", "MODELS", "composite", "make_model", "upsample2"]
+           "InpaintingUNet", "LamaGenerator", "LocalCritic", "NLayerDiscriminator", "SNPatchGAN", "MODELS",
+           "composite", "make_model", "upsample2"]
