@@ -21,10 +21,10 @@ def depth_for(size: int) -> int:
   return 7 if size >= 256 else max(1, int(np.log2(size)) - 2)
 
 
-def bench_config(name: str, size: int, batch: int, overrides: dict | None = None):
-  """configs/<name>.py (full model) at `size` px, global batch `batch`, U-Net depth `depth_for(size)`, then
-  `overrides` ({dotted key: value})."""
-  config = load_config(name)
+def bench_config(name: str, size: int, batch: int, overrides: dict | None = None, variant: str | None = None):
+  """configs/<name>.py (full model, or its `variant`: 'tiny' for CI-size runs) at `size` px, global batch
+  `batch`, U-Net depth `depth_for(size)`, then `overrides` ({dotted key: value})."""
+  config = load_config(name, variant)
   config.data.image_size, config.batch_size = size, batch
   if config.model.name == "unet":
     config.model.depth = depth_for(size)
@@ -32,6 +32,37 @@ def bench_config(name: str, size: int, batch: int, overrides: dict | None = None
   for key, value in (overrides or {}).items():
     section, _, leaf = key.rpartition(".")
     (config[section] if section else config)[leaf] = value
+  return config
+
+
+# bench/cost_model.py and bench/device_check.py families -> (configs/<file>.py, overrides setting the GPU forms of
+# the fast paths, whether config.train.remat reaches the generator)
+GPU_FORMS_UNET = {"model.decoder": "concat", "model.strided_grad": "xla", "model.pad_barrier": "off"}
+FAMILIES = {
+    "unet_wconv": ("wconv", GPU_FORMS_UNET, True),
+    "unet_pconv": ("pconv", GPU_FORMS_UNET, True),
+    "unet_plain": ("plain", GPU_FORMS_UNET, True),
+    "deepfill_v2": ("gated", {"model.strided_grad": "xla"}, True),
+    "deepfill_v1": ("deepfill_v1", {"model.strided_grad": "xla"}, True),
+    "lama": ("lama", {}, False),
+    "dcgan": ("dcgan", {}, False),
+}
+
+def family_config(family: str, size: int, batch: int, dtype: str = "float32", remat: str = "none",
+                  variant: str = "", gpu_forms: bool = True):
+  """configs/<file>.py for `family` at `size` px, batch `batch`, dtype and remat; with `gpu_forms` the fast paths
+  are set to their GPU forms, else left at the config's ('auto')."""
+  file, overrides, _ = FAMILIES[family]
+  overrides = {**(overrides if gpu_forms else {}), "train.activation_dtype": dtype, "train.remat": remat}
+  if family == "dcgan":  # DCGAN is a 64 px model: one more 2x level per doubling (not a published configuration)
+    levels = max(1, (size // 4).bit_length() - 1)
+    scale = 16 if variant else 1  # CI-size: a sixteenth of the widths
+    gen = tuple(max((1024 >> i) // scale, 4) for i in range(levels))
+    disc = tuple(min(64 << i, 512) // scale for i in range(levels))
+    overrides.update({"model.generator_features": gen, "model.discriminator_features": disc})
+  config = bench_config(file, size, batch, overrides, variant=variant or None)
+  if config.model.name == "unet" and variant:
+    config.model.depth = min(config.model.depth, depth_for(size))
   return config
 
 

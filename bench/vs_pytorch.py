@@ -161,7 +161,7 @@ def run_worker(kind: str):
     if FLAGS.jax_project_flags:
       xla_flags.set_cpu_flags(extra=FLAGS.jax_flags)
     else:
-      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FLAGS.jax_flags}"
+      os.environ["XLA_FLAGS"] = f"{xla_flags.unset_cpu_flags()} {FLAGS.jax_flags}"  # `import jaxinpaint` set them
   worker = (TorchWorker if kind == "torch" else JaxWorker)(FLAGS.size, FLAGS.batch)
   for mode in FLAGS.models:
     for _ in range(FLAGS.warmup):

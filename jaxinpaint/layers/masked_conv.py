@@ -20,6 +20,13 @@ resolution of x_skip computes exactly what ``layer(concat([upsample2(x), x_skip]
 the concatenated tensor: the conv splits over the two inputs, and the nearest-upsampled half runs as a 2x2
 sub-pixel conv on the low-resolution input (4 instead of 9 taps per output pixel; see `upsampled_conv3x3`). 3x3,
 stride 1, no dilation only.
+
+CPU fast paths are named choices (`FAST_PATHS`), each defaulting to 'auto': the form measured fastest on the CPU
+backend there, and XLA's plain form on GPU/TPU, where nothing has been measured yet (`resolve`). Both forms of each
+choice compute the same values and gradients (tests/test_backend_choices.py):
+  strided_grad: 'subpixel' (the input gradient of `strided_conv`) or 'xla' (XLA's own conv gradient);
+  pad_barrier: 'on' (pad, then an optimisation barrier, then the sub-pixel conv) or 'off' (the pad fuses freely);
+  decoder (U-Net, models/unet.py): 'subpixel' (the fused skip form above) or 'concat' (upsample, concat, 3x3 conv).
 """
 
 from __future__ import annotations
@@ -35,6 +42,19 @@ from flax.linen.dtypes import promote_dtype
 from jax import lax
 
 Initializer = Callable[..., jax.Array]
+
+# choice -> (measured best on CPU, XLA's plain form): 'auto' picks the first on the CPU backend, else the second.
+FAST_PATHS = {"strided_grad": ("subpixel", "xla"), "pad_barrier": ("on", "off"), "decoder": ("subpixel", "concat")}
+
+
+def resolve(choice: str, value: str, backend: str | None = None) -> str:
+  """The form `value` ('auto' or one of FAST_PATHS[choice]) stands for on `backend` (default: JAX's default)."""
+  forms = FAST_PATHS[choice]
+  if value == "auto":
+    return forms[0] if (backend or jax.default_backend()) == "cpu" else forms[1]
+  if value not in forms:
+    raise ValueError(f"{choice} must be 'auto' or one of {forms}; got {value!r}")
+  return value
 
 
 def check_valid(valid) -> None:
@@ -129,12 +149,13 @@ def _phase_kernels(kernel: jax.Array) -> jax.Array:
   return jnp.transpose(both, (3, 1, 4, 2, 0, 5))  # (a, b, Ci, p, q, Co)
 
 
-def upsampled_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def upsampled_conv3x3(x: jax.Array, kernel: jax.Array, pad_barrier: str = "auto") -> jax.Array:
   """conv3x3_same(upsample2(x), kernel) for x [B, H, W, Ci], kernel (3, 3, Ci, Co) -> [B, 2H, 2W, Co].
 
   Sub-pixel form: output pixel (2i+p, 2j+q) = sum_{a,b} x[i-1+p+a, j-1+q+b] K_pq[a, b] with the 2x2 kernel
   K_pq[a, b] = sum_{ky,kx} T[p,a,ky] T[q,b,kx] K[ky, kx]; all four phases come from one 2x2 conv with 4*Co outputs
   on x zero-padded by 1 (phase (p, q) sits at offset (p, q) of its (H+1) x (W+1) output), then interleave.
+  pad_barrier: 'on' / 'off' / 'auto' (see `resolve`).
   """
   b, h, w, ci = x.shape
   co = kernel.shape[-1]
@@ -142,7 +163,9 @@ def upsampled_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
   # Padding as its own op: with the padding inside the conv, XLA CPU lowers the kernel gradient to a reversed-
   # kernel convolution that runs ~100x slower. The barrier materialises the padded input once, for the forward
   # conv and the kernel gradient's transpose alike.
-  x = lax.optimization_barrier(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  if resolve("pad_barrier", pad_barrier) == "on":
+    x = lax.optimization_barrier(x)
   y = lax.conv_general_dilated(x, phases, (1, 1), "VALID", dimension_numbers=_NHWC)
   y = y.reshape(b, h + 1, w + 1, 2, 2, co)
   rows = [jnp.stack([y[:, p:p + h, q:q + w, p, q] for q in (0, 1)], axis=3) for p in (0, 1)]
@@ -220,6 +243,8 @@ class _MaskedConvBase(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Initializer = nn.initializers.lecun_normal()
   bias_init: Initializer = nn.initializers.zeros_init()
+  strided_grad: str = "auto"  # FAST_PATHS: 'subpixel' (strided_conv's input gradient) or 'xla'
+  pad_barrier: str = "auto"  # FAST_PATHS: barrier before the sub-pixel decoder conv's padded input, 'on' or 'off'
 
   def _geometry(self, x):
     """(kernel_size, strides, dilation, pads) as int pairs for input x (B, H, W, C)."""
@@ -244,9 +269,10 @@ class _MaskedConvBase(nn.Module):
       x, x_skip, kernel = promote_dtype(x, x_skip, kernel, dtype=self.dtype)
       cx = x.shape[-1]
       y_skip = lax.conv_general_dilated(x_skip, kernel[:, :, cx:], (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
-      return upsampled_conv3x3(x, kernel[:, :, :cx]) + y_skip, bias
+      return upsampled_conv3x3(x, kernel[:, :, :cx], self.pad_barrier) + y_skip, bias
     x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
-    if strides != (1, 1) and dilation == (1, 1) and all(k >= s for k, s in zip(kernel_size, strides)):
+    subpixel = resolve("strided_grad", self.strided_grad) == "subpixel"
+    if subpixel and strides != (1, 1) and dilation == (1, 1) and all(k >= s for k, s in zip(kernel_size, strides)):
       return strided_conv(x, kernel, strides, tuple(tuple(p) for p in pads)), bias
     y = lax.conv_general_dilated(
       x,
