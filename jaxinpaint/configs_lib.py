@@ -204,7 +204,8 @@ RESUMABLE_KEYS = (
     "num_train_steps", "mesh", "fsdp_min_size", "eval", "data.num_workers", "data.eval_examples",
     "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.async_checkpointing", "train.loss_spike_factor", "train.stop_on_loss_spike",
-    "model.decoder", "model.strided_grad", "model.pad_barrier", "train.remat")  # same maths, other compute
+    "model.decoder", "model.strided_grad", "model.pad_barrier", "train.remat",  # same maths, other compute
+    "completion")  # how a trained DCGAN completes images (latent search), not what it learned
 
 
 def run_differences(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict,

@@ -138,6 +138,10 @@ def test_restart_with_another_config_is_refused_before_config_json_changes(run, 
   longer = _short_config(steps=8)
   longer.train.log_every, longer.eval.masks = 4, "centre"
   assert configs_lib.run_differences(train.load_config(workdir), longer) == []
+  # so may the latent-completion settings of a DCGAN run (scripts/dcgan_loss_table.py re-completes in place)
+  dcgan_saved, dcgan = load_config("dcgan"), load_config("dcgan")
+  dcgan.completion.discriminator_stats, dcgan.completion.iterations = "running", 7
+  assert configs_lib.run_differences(dcgan_saved, dcgan) == []
 
 
 def test_fork_starts_a_new_run_from_the_old_checkpoint(run, tmp_path):
