@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/wconv_demo
 
-.PHONY: install test demo bench clean
+.PHONY: install test check-imports demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Fails on an import cycle in the package, imports inside functions included.
+check-imports:
+	python3 scripts/check_import_cycles.py
 
 # The tests force 8 fake CPU devices themselves (tests/conftest.py).
 test: $(VENV)/.installed

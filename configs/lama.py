@@ -4,7 +4,7 @@ The reference's configs/training/lama-fourier.yaml (default) or big-lama.yaml (`
 generator ffc_resnet_075 (ngf 64, 3 downsamplings, 9 FFC blocks, global ratio 0.75, no LFU, ~27M params),
 discriminator pix2pixhd_nlayer (ndf 64, 4 layers); losses L1 known 10 / missing 0, non-saturating adversarial 10
 with R1 0.001 and mask_as_fake_target, feature matching 100, ResNet-PL 30 (with `loss.resnet_pl_weights`; else
-VGG16 with `loss.vgg_weights`, else off; see jaxinpaint/lama_task.py); Adam G 1e-3, D 1e-4, constant, gradient
+VGG16 with `loss.vgg_weights`, else off; see jaxinpaint/tasks/lama.py); Adam G 1e-3, D 1e-4, constant, gradient
 norm clipped to 1; 256 px crops, LaMa's training masks (`lama`: irregular strokes or 1-4 boxes, half and half),
 batch 10 per GPU (the release's data config), 40 epochs of 25,000 batches. Evaluated like every other method
 (free-form eval masks).

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import sys
 from collections.abc import Sequence
 
 import jax
@@ -38,7 +37,7 @@ SHARED_DATA_KEYS = ("source", "name", "path", "eval_split", "image_size", "resiz
 
 
 def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
-  """`configs_lib.load_config_file` with every eval key filled in (`evaluate.with_defaults`)."""
+  """`configs_lib.load_config_file` with every eval key filled in (`runs.with_defaults`)."""
   return evaluate.with_defaults(configs_lib.load_config_file(path, variant))
 
 
@@ -129,11 +128,11 @@ def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.Config
 
 def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Trains `config` in `workdir` unless a finished run of the same config is there; returns what it did."""
-  from jaxinpaint import checkpointing, train
+  from jaxinpaint import checkpointing, runs, train
 
-  config_path = os.path.join(workdir, train.CONFIG_FILE)
+  config_path = os.path.join(workdir, runs.CONFIG_FILE)
   if os.path.isfile(config_path):
-    diffs = _same_config(train.load_config(workdir), config)
+    diffs = _same_config(runs.load_config(workdir), config)
     if diffs:
       raise ValueError(f"{workdir} holds a run of another config (differs in {', '.join(diffs[:5])}); use another "
                        "--workdir or remove it")
@@ -269,7 +268,9 @@ def ablate(config_paths: Sequence[str], workdir: str, *, variant: str | None = N
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
+  from absl import flags
+
+  from jaxinpaint import cli
 
   flags.DEFINE_list("configs", None, "Config files to compare, e.g. configs/wconv.py,configs/pconv.py.")
   flags.DEFINE_string("variant", "", "Variant for every config (demo, tiny); '' = full size.")
@@ -278,24 +279,16 @@ def main(argv=None) -> None:
   flags.mark_flags_as_required(["configs", "workdir"])
   FLAGS = flags.FLAGS
 
-  def run(args):
-    if len(args) > 1:
-      raise app.UsageError(f"unexpected arguments: {args[1:]}")
-    from jaxinpaint import xla_flags
-
-    xla_flags.set_cpu_flags()  # as `jaxinpaint.main` does: the same numbers from every entry point
-    evaluate.quiet_orbax()
-    from jaxinpaint import train
-
-    try:
-      results = ablate(FLAGS.configs, FLAGS.workdir, variant=FLAGS.variant or None, overrides=FLAGS.override)
-    except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
-      if os.environ.get("JAXINPAINT_TRACEBACK"):
-        raise
-      sys.exit(f"error: {e}")
+  def run() -> None:
+    results = ablate(FLAGS.configs, FLAGS.workdir, variant=FLAGS.variant or None, overrides=FLAGS.override)
     print(evaluate.markdown(results, "Ablation"))
 
-  app.run(run, argv)
+  def errors() -> tuple[type[BaseException], ...]:
+    from jaxinpaint import train
+
+    return ValueError, FileNotFoundError, train.NonFiniteLossError
+
+  cli.run_main(run, argv, errors=errors)
 
 
 if __name__ == "__main__":

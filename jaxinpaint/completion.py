@@ -18,15 +18,13 @@ while completing) normalises with the statistics of the batch being completed, s
 image depends on the other images of its batch; 'running' uses the running averages collected in training
 (then every image is an independent problem). G always runs on its running statistics.
 
-`complete_run(config, workdir)` is `--mode=complete`: it restores a trained DCGAN run and writes completed images
-and their metrics under `workdir/completion/`.
+`jaxinpaint.complete.complete_run(config, workdir)` is `--mode=complete`: it restores a trained DCGAN run and
+writes completed images and their metrics under `workdir/completion/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -38,6 +36,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxinpaint import gan_losses, progress, sharding
+from jaxinpaint.imaging import composite
 from jaxinpaint.models.dcgan import check_image_size
 
 BLENDS = ("composite", "poisson")
@@ -81,11 +80,6 @@ def perceptual_loss(logits: jax.Array, gan_loss: str = "sigmoid_ce") -> jax.Arra
 
 # ----------------------------------------------------------------------------------------------------------------
 # Reconstruction
-
-
-def composite(image: jax.Array, generated: jax.Array, valid: jax.Array) -> jax.Array:
-  """x = M * y + (1 - M) * G(z): the known pixels exactly, the generator's pixels in the hole."""
-  return valid * image + (1.0 - valid) * generated
 
 
 def _neighbour_sum(x: jax.Array) -> jax.Array:
@@ -330,78 +324,3 @@ def tile(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray:
     top, left = (i // columns) * (h + 2 * pad) + pad, (i % columns) * (w + 2 * pad) + pad
     grid[top:top + h, left:left + w] = im
   return grid
-
-
-def _run_config(config, workdir: str):
-  """The trained run's own config (model, data, masks) with this invocation's `completion` section."""
-  import ml_collections
-
-  from jaxinpaint import train
-
-  if not os.path.isfile(os.path.join(workdir, train.CONFIG_FILE)):
-    return config
-  run_config = train.load_config(workdir)
-  run_config.completion = ml_collections.ConfigDict(config.completion.to_dict())
-  return run_config
-
-
-def complete_run(config, workdir: str) -> dict[str, Any]:
-  """`--mode=complete`: restores the DCGAN in `workdir`, completes `config.completion.num_images` held-out images
-  and writes `workdir/completion/{metrics.json, completions.png, samples.png}`. Returns the metrics dict.
-
-  completions.png: target | mask | input | G(z*) | completed | |error| per image; samples.png: G(z) for random z.
-  metrics.json: seed 001's MSE / SSIM (and PSNR) of the completed images against the originals, mean and per
-  image, the project's seed-004 metrics, the same numbers for the masked input (holes grey), and the mean
-  context loss along the optimisation.
-  """
-  from jaxinpaint import checkpointing, metrics, train, visualize
-
-  config = _run_config(config, workdir)
-  if config.task != "dcgan":
-    raise ValueError(f"--mode=complete needs a DCGAN run (config.task='dcgan'); {workdir} is a "
-                     f"{config.task!r} run")
-  trainer = train.Trainer(config)
-  target = checkpointing.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
-  try:
-    step, state = ckpt.restore_state_only(target)
-  finally:
-    ckpt.close()
-  task, c = trainer.task, config.completion
-  params = state.ema_params if state.ema_params is not None else state.params
-  variables = task.network_variables(params, state.model_state)
-  image, valid = completion_images(config, c.num_images)
-  z0 = initial_latents(c.seed, len(image), task.latent_dim)
-  logging.info("completing %d images: %d iterations of Adam on z, blend %s", len(image), c.iterations, c.blend)
-  out = task.completer().run(variables, image, valid, z0, mesh=trainer.mesh)
-
-  scores = seed001_scores(image, out["output"])
-  baseline = seed001_scores(image, image * valid)
-  project = metrics.inpainting_metrics((image + 1) / 2, (np.clip(out["generated"], -1, 1) + 1) / 2, valid)
-  checkpoints = sorted({0, 1, 10, 100, c.iterations} & set(range(c.iterations + 1)))
-  result = {
-      "step": int(step), "gan_loss": config.loss.gan_loss, "num_images": len(image), "iterations": c.iterations,
-      "blend": c.blend, "weighted_context": bool(c.weighted), "lam": c.lam,
-      "discriminator_stats": c.discriminator_stats,
-      **{k: float(v.mean()) for k, v in scores.items()},
-      "per_image": {k: v.tolist() for k, v in scores.items()},
-      "masked_input": {k: float(v.mean()) for k, v in baseline.items()},
-      "project_metrics": {k: float(np.mean(v)) for k, v in project.items()},
-      "context_loss": {str(t): float(out["context"][t].mean()) for t in checkpoints},
-      "perceptual_loss": {str(t): float(out["perceptual"][t].mean()) for t in checkpoints},
-  }
-  if jax.process_index() == 0:
-    folder = os.path.join(workdir, "completion")
-    os.makedirs(folder, exist_ok=True)
-    grid = visualize.sample_grid(image, valid, out["generated"], max_rows=len(image))
-    visualize.save_png(grid, os.path.join(folder, "completions.png"))
-    samples = task.generator.apply(variables["generator"], initial_latents(c.seed + 1, 64, task.latent_dim))
-    visualize.save_png(tile(visualize.to_uint8(np.asarray(samples))), os.path.join(folder, "samples.png"))
-    if c.blend != "composite":  # the grid's composite column is the plain composite; show the blend too
-      visualize.save_png(tile(visualize.to_uint8(out["output"])), os.path.join(folder, f"{c.blend}.png"))
-    with open(os.path.join(folder, "metrics.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    logging.info("completion of step %d: MSE %.2f, SSIM %.4f, PSNR %.2f dB (masked input: MSE %.2f, SSIM %.4f); "
-                 "written to %s", step, result["mse"], result["ssim"], result["psnr"], result["masked_input"]["mse"],
-                 result["masked_input"]["ssim"], folder)
-  return result

@@ -81,7 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3, async_checkpointing=True,
       ema_decay=0.0, activation_dtype="float32", loss_spike_factor=100.0, stop_on_loss_spike=False,
-      remat="none"))  # jax.checkpoint over the generator: 'none', 'blocks' (keep block outputs), 'full' (tasks.py)
+      remat="none"))  # jax.checkpoint over the generator: 'none', 'blocks' (keep block outputs), 'full' (tasks/base.py)
 
   # `python -m jaxinpaint.evaluate` / `ablate` (jaxinpaint/evaluate.py): mask sets, classical peers, perceptual
   # weights. masks: comma list of mask kinds, 'buckets' = every hole-ratio bucket; 0 = data.eval_examples /
@@ -160,7 +160,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   for choice, forms in layers.masked_conv.FAST_PATHS.items():  # backend-aware fast paths: 'auto' or a named form
     if c.model.get(choice, "auto") not in ("auto", *forms):
       raise ValueError(f"config.model.{choice} must be 'auto' or one of {forms}; got {c.model[choice]!r}")
-  from jaxinpaint.tasks import REMAT_POLICIES
+  from jaxinpaint.tasks.base import REMAT_POLICIES
 
   if c.train.get("remat", "none") not in REMAT_POLICIES:
     raise ValueError(f"config.train.remat must be one of {tuple(REMAT_POLICIES)}; got {c.train.remat!r}")

@@ -2,7 +2,7 @@
 
 Every function takes raw discriminator outputs (logits / critic values) of any shape and returns a scalar; the
 `d_*` functions are the discriminator's loss, the `g_*` functions the generator's. The train step composes them so
-that each network receives the gradient of its own loss only (see `jaxinpaint.gan_tasks`).
+that each network receives the gradient of its own loss only (see `jaxinpaint.tasks.deepfill`).
 
 - hinge (SN-PatchGAN, DeepFill v2): D = 0.5 mean(relu(1 - D(x))) + 0.5 mean(relu(1 + D(G(z)))), G = -mean(D(G(z))).
 - sigmoid cross-entropy (Goodfellow et al.; G non-saturating): D = BCE(D(x), 1) + BCE(D(G(z)), 0),

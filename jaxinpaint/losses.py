@@ -11,6 +11,7 @@ terms out of the total and out of its terms dict.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 
@@ -20,6 +21,16 @@ from absl import logging
 
 from jaxinpaint.models.resnet_pl import load_resnet_pl
 from jaxinpaint.models.vgg import VGG16Features, load_vgg16_params, to_imagenet_input
+
+
+def file_sha256(path: str) -> str:
+  """Hex sha256 of a (weights) file, read in 1 MiB chunks: what the loss labels name a perceptual network by."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
 
 PCONV_WEIGHTS = (1.0, 6.0, 0.05, 120.0, 0.1)  # valid, hole, perceptual, style, tv (Liu et al. 2018, eq. 7)
 FeatureFn = Callable[[jax.Array], Sequence[jax.Array]]

@@ -16,7 +16,6 @@ import os
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,26 +23,16 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
-from jax.experimental import multihost_utils
 
-from jaxinpaint import checkpointing, configs_lib, metrics, progress, sharding, visualize, workdir_lock
+from jaxinpaint import checkpointing, metrics, progress, sharding, visualize, workdir_lock
 from jaxinpaint.configs_lib import validate_config
 from jaxinpaint.data import pipeline
+from jaxinpaint.imaging import to01
+from jaxinpaint.runs import (TrainState, check_same_run, example_batch, has_checkpoints, init_state, save_config,
+                             seed_keys)
 from jaxinpaint.tasks import make_task
 
 PyTree = Any
-
-
-@flax.struct.dataclass
-class TrainState:
-  """step: i32[]; params; model_state: non-param collections (batch_stats, spectral-norm vectors, ...);
-  opt_state; ema_params: exponential moving average of params, or None when EMA is off."""
-
-  step: jax.Array
-  params: PyTree
-  model_state: PyTree
-  opt_state: PyTree
-  ema_params: PyTree = None
 
 
 class TrainingHalted(RuntimeError):
@@ -52,22 +41,6 @@ class TrainingHalted(RuntimeError):
 
 class NonFiniteLossError(TrainingHalted):
   """Raised when a train step produced a NaN/inf loss or state; names the step."""
-
-
-def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-  s = config.data.image_size
-  return {"image": jax.ShapeDtypeStruct((batch_size, s, s, 3), jnp.float32),
-          "valid": jax.ShapeDtypeStruct((batch_size, s, s, 1), jnp.float32)}
-
-
-def init_state(rng: jax.Array, *, task, tx: optax.GradientTransformation, config) -> TrainState:
-  """Initial state from a one-example dummy batch (variable shapes do not depend on the batch size)."""
-  batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch(config, 1).items()}
-  variables = dict(task.init(rng, batch))
-  params = variables.pop("params")
-  ema = params if config.train.ema_decay > 0 else None
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                    opt_state=tx.init(params), ema_params=ema)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, task, tx: optax.GradientTransformation,
@@ -98,8 +71,8 @@ def make_train_metrics_cls(task) -> type[clu_metrics.Collection]:
 def eval_step(params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], *, task):
   """Seed 004's protocol on one batch; returns (metric collection, predictions in [-1, 1])."""
   pred = task.predict(params, model_state, batch)
-  to01 = lambda x: (jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0
-  return metrics.collect_inpainting_metrics(to01(batch["image"]), to01(pred["output"]), batch["valid"]), pred
+  image, output = (to01(jnp.clip(x, -1.0, 1.0)) for x in (batch["image"], pred["output"]))
+  return metrics.collect_inpainting_metrics(image, output, batch["valid"]), pred
 
 
 class Trainer:
@@ -113,8 +86,7 @@ class Trainer:
     self.num_steps = config.num_train_steps
     self.task = make_task(config)
     self.tx, self.schedule = self.task.make_optimizer(self.num_steps)
-    key = jax.random.key(config.seed)
-    self.init_key, self.step_key = jax.random.split(key)
+    self.init_key, self.step_key = seed_keys(config)
     self.metrics_cls = make_train_metrics_cls(self.task)
 
     init = functools.partial(init_state, task=self.task, tx=self.tx, config=config)
@@ -131,11 +103,6 @@ class Trainer:
                              metrics_cls=self.metrics_cls)
     return jax.jit(step, donate_argnums=(0,), in_shardings=(self.state_shardings, self.batch_shardings),
                    out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
-
-  def finetune_task_at(self, step: int):
-    """The partial-conv paper's second stage starts at `optim.finetune_step` (frozen encoder norms)."""
-    optim = self.config.optim
-    return optim.schedule == "finetune" and step >= optim.finetune_step
 
   def initial_state(self) -> TrainState:
     # Init runs once, so it is compiled without LLVM optimisation: its per-leaf threefry / truncated-normal
@@ -190,16 +157,10 @@ class Trainer:
     return values, first
 
 
-def _gather(x: jax.Array) -> np.ndarray:
-  if jax.process_count() == 1:
-    return np.asarray(jax.device_get(x))
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def write_samples(writer, workdir: str, step: int, first) -> str | None:
   gbatch, pred = first
-  image, valid, output = (_gather(a) for a in (gbatch["image"], gbatch["valid"], pred["output"]))
-  stages = {k: _gather(v) for k, v in pred.items()
+  image, valid, output = (sharding.gather(a) for a in (gbatch["image"], gbatch["valid"], pred["output"]))
+  stages = {k: sharding.gather(v) for k, v in pred.items()
             if k != "output" and getattr(v, "ndim", 0) == 4 and v.shape[:3] == pred["output"].shape[:3]
             and v.shape[-1] == 3}
   if jax.process_index() != 0:
@@ -261,8 +222,8 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
     state, start = trainer.initial_state(), 0
   else:
     start, state = restored
-  trainer.compile_step(make_task(config, finetune=True) if trainer.finetune_task_at(start) else trainer.task,
-                       state)
+  stage = trainer.task.stage(start)
+  trainer.compile_step(trainer.task.for_stage(stage), state)
   logging.info("training %s from step %d to %d on %d devices (%d processes); global batch %d",
                config.model.name, start, trainer.num_steps, trainer.mesh.devices.size, pcount, config.batch_size)
 
@@ -279,9 +240,10 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
   try:
     with jax.set_mesh(trainer.mesh):
       while step < trainer.num_steps:
-        if trainer.finetune_task_at(step) and not trainer.finetune_task_at(step - 1):
-          logging.info("step %d: fine-tuning stage, encoder norm statistics frozen", step)
-          trainer.compile_step(make_task(config, finetune=True), state)
+        if trainer.task.stage(step) != stage:  # the task's next stage (the U-Net's fine-tuning): recompile
+          stage = trainer.task.stage(step)
+          logging.info("step %d: training stage %r", step, stage)
+          trainer.compile_step(trainer.task.for_stage(stage), state)
         batch = sharding.to_global(next(train_iter), trainer.mesh)
         state, m = trainer.train_step(state, batch)
         step += 1
@@ -389,30 +351,6 @@ def check_workdir(workdir: str) -> None:
     raise ValueError(f"--workdir {workdir} is not writable ({existing} does not allow writing)")
 
 
-def has_checkpoints(workdir: str) -> bool:
-  folder = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
-
-
-FORK_HINT = "use another --workdir, or --fork_to=NEWDIR to start a run of this config there from this run's checkpoint"
-
-
-def check_same_run(config: ml_collections.ConfigDict, workdir: str, hint: str = FORK_HINT) -> None:
-  """ValueError naming the differing keys when `workdir`'s checkpoints were trained with another config (keys
-  that only change a run's length, cadence or layout may differ: `configs_lib.RESUMABLE_KEYS`)."""
-  if not os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
-    return
-  try:
-    saved = load_config(workdir)
-  except ValueError as e:  # json.JSONDecodeError
-    raise ValueError(f"{os.path.join(workdir, CONFIG_FILE)} cannot be read ({e}); restore it or use another "
-                     "--workdir") from None
-  diffs = configs_lib.run_differences(saved, config)
-  if diffs:
-    shown = ", ".join(diffs[:6]) + (f" and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-    raise ValueError(f"{workdir} holds checkpoints of another config (differs in {shown}); {hint}")
-
-
 def fork_state(fork_from: str, target: PyTree, step: int | None) -> tuple[int, TrainState]:
   """The state of `fork_from`'s latest (or `step`) checkpoint, restored onto this config's `target`."""
   if not has_checkpoints(fork_from):
@@ -426,37 +364,6 @@ def fork_state(fork_from: str, target: PyTree, step: int | None) -> tuple[int, T
     ckpt.close()
   logging.warning("forked from %s at step %d: state restored, the data stream starts afresh", fork_from, step)
   return int(step), state
-
-
-CONFIG_FILE = "config.json"
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes the run's config beside its checkpoints, so tools can rebuild the model from the workdir alone."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(path + ".tmp", path)
-  return path
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with (see `save_config`)."""
-  import json
-
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a jaxinpaint run directory")
-  with open(path) as f:
-    data = json.load(f)
-
-  def tuples(x):  # JSON has no tuples; configs use them for sizes and feature lists
-    if isinstance(x, dict):
-      return {k: tuples(v) for k, v in x.items()}
-    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
-
-  return ml_collections.ConfigDict(tuples(data))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

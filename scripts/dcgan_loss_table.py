@@ -58,7 +58,7 @@ def markdown(rows: dict, baseline: dict, setup: str) -> str:
 
 def main(argv):
   del argv
-  from jaxinpaint import completion, train
+  from jaxinpaint import complete, train
 
   start = time.perf_counter()
   rows, baseline, timings, config = {}, None, {}, None
@@ -68,7 +68,7 @@ def main(argv):
     t0 = time.perf_counter()
     train.train_and_evaluate(config, workdir)
     t1 = time.perf_counter()
-    result = completion.complete_run(config, workdir)
+    result = complete.complete_run(config, workdir)
     timings[loss] = {"train_s": round(t1 - t0, 1), "complete_s": round(time.perf_counter() - t1, 1)}
     rows[loss], baseline = result, result["masked_input"]
     print(f"{loss}: MSE {result['mse']:.2f}, SSIM {result['ssim']:.3f} ({timings[loss]})", flush=True)

@@ -126,7 +126,7 @@ def _loss_and_grads(config, batch):
 
 
 def test_remat_of_the_deepfill_generator_gives_the_same_values_and_gradients():
-  """Through `tasks.remat` as DeepFillTask.losses calls it, at 16 px, cnum 4."""
+  """Through `tasks.base.remat` as DeepFillTask.losses calls it, at 16 px, cnum 4."""
   image, _ = _inputs(size=16, batch=1)
   valid = jnp.ones((1, 16, 16, 1)).at[:, 4:10, 5:12].set(0.0)
   net = DeepFillV2Generator(cnum=4)
@@ -135,7 +135,7 @@ def test_remat_of_the_deepfill_generator_gives_the_same_values_and_gradients():
   results = {}
   for remat in ("none", "blocks"):
     config.train.remat = remat
-    apply = tasks.remat(config, net.apply)
+    apply = tasks.base.remat(config, net.apply)
     loss = lambda p: sum(jnp.mean(v ** 2) for k, v in apply({"params": p}, image, valid).items() if k != "offsets")
     results[remat] = jax.jit(jax.value_and_grad(loss))(variables["params"])
   np.testing.assert_allclose(results["blocks"][0], results["none"][0], rtol=1e-6)
@@ -149,7 +149,7 @@ def test_remat_gives_the_same_loss_gradients_and_state(name):
   valid = jnp.ones((2, 32, 32, 1)).at[:, 8:20, 10:24].set(0.0)  # a box hole: DeepFill's attention has patches
   batch = {"image": image, "valid": valid}
   results = {}
-  for remat in tasks.REMAT_POLICIES:
+  for remat in tasks.base.REMAT_POLICIES:
     config = load_config(name)
     config.train.remat = remat
     results[remat] = _loss_and_grads(config, batch)

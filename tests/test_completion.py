@@ -15,7 +15,7 @@ import scipy.sparse.linalg
 from scipy.signal import convolve2d
 
 import helpers  # tests/helpers.py
-from jaxinpaint import completion, sharding, train
+from jaxinpaint import complete, completion, sharding, train
 from jaxinpaint.data import masks
 from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 
@@ -165,8 +165,8 @@ def test_prior_uses_the_batch_statistics_of_the_batch_being_completed_by_default
   config = helpers.load_config("dcgan", "tiny")
   assert config.completion.discriminator_stats == "batch"
   config.completion.discriminator_stats = "running"
-  from jaxinpaint import dcgan_task
-  assert dcgan_task.DCGANTask(config).completer().discriminator_stats == "running"
+  from jaxinpaint.tasks import dcgan
+  assert dcgan.DCGANTask(config).completer().discriminator_stats == "running"
 
 
 def test_bad_inputs_fail_with_one_clear_line(setup):
@@ -194,7 +194,7 @@ def test_mode_complete_end_to_end(tmp_path):
   assert os.path.isfile(os.path.join(workdir, "samples", "step_0000010.png"))
   module, function = importlib.import_module("jaxinpaint.main").MODES["complete"].split(":")
   complete_run = getattr(importlib.import_module(module), function)
-  assert complete_run is completion.complete_run
+  assert complete_run is complete.complete_run
   result = complete_run(config, workdir)
   folder = os.path.join(workdir, "completion")
   for name in ("metrics.json", "completions.png", "samples.png"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxinpaint import gan_losses
-from jaxinpaint.gan_tasks import spatial_discount
+from jaxinpaint.tasks.deepfill import spatial_discount
 from jaxinpaint.models import DeepFillV1Generator, DeepFillV2Generator, GlobalCritic, LocalCritic, SNPatchGAN
 from jaxinpaint.models.discriminators import hole_box_origin, local_patch
 
@@ -72,7 +72,7 @@ def test_generator_never_reads_the_hole():
 def test_attention_similarity_is_plumbed_from_the_config(config_name, monkeypatch):
   import importlib
 
-  from jaxinpaint import gan_tasks
+  from jaxinpaint.tasks import deepfill
   from helpers import load_config  # tests/helpers.py
 
   ca_lib = importlib.import_module("jaxinpaint.layers.contextual_attention")
@@ -89,7 +89,7 @@ def test_attention_similarity_is_plumbed_from_the_config(config_name, monkeypatc
     assert config.model.attention_similarity == "reference"  # the reference's temperature by default
     if similarity:
       config.model.attention_similarity = similarity
-    generator = gan_tasks.DeepFillTask(config).generator
+    generator = deepfill.DeepFillTask(config).generator
     jax.eval_shape(generator.init, jax.random.key(0), image, valid)
   assert seen == ["reference", "cosine"]
 

@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxinpaint import gan_tasks, models, train
+from jaxinpaint import models, train
+from jaxinpaint.tasks import deepfill, optim
 from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
 
 
@@ -38,7 +39,7 @@ class StubGenerator(nn.Module):
 
 @pytest.mark.parametrize("name", ["gated", "deepfill_v1"])
 def test_each_network_receives_the_gradient_of_its_own_loss(name):
-  task = gan_tasks.DeepFillTask(load_config(name))
+  task = deepfill.DeepFillTask(load_config(name))
   task.__dict__["generator"] = StubGenerator()  # replaces the cached property
   batch = tiny_batch()
   variables = dict(jax.jit(task.init)(jax.random.key(0), batch))
@@ -76,7 +77,7 @@ def test_each_network_receives_the_gradient_of_its_own_loss(name):
 def test_update_every_steps_the_inner_optimiser_only_every_k_updates():
   params = {"w": jnp.asarray([1.0, -2.0, 0.5])}
   grads = [{"w": jnp.asarray(np.random.default_rng(i).normal(size=3), jnp.float32)} for i in range(7)]
-  wrapped, plain = gan_tasks.update_every(optax.adam(0.1), 3), optax.adam(0.1)
+  wrapped, plain = optim.update_every(optax.adam(0.1), 3), optax.adam(0.1)
   ws, wp = wrapped.init(params), plain.init(params)
   p_wrapped, p_plain = params, params
   for i, g in enumerate(grads):
@@ -91,7 +92,7 @@ def test_update_every_steps_the_inner_optimiser_only_every_k_updates():
     np.testing.assert_allclose(np.asarray(p_wrapped["w"]), np.asarray(p_plain["w"]), rtol=1e-6)
   assert int(ws.count) == 7
   with pytest.raises(ValueError, match="every >= 1"):
-    gan_tasks.update_every(optax.adam(0.1), 0)
+    optim.update_every(optax.adam(0.1), 0)
 
 
 def test_sharded_gan_step_equals_single_device_step():
@@ -99,8 +100,8 @@ def test_sharded_gan_step_equals_single_device_step():
   # Adam's update is ~lr * sign(g) for |g| >> eps, so a gradient of ~1e-9 (several here, e.g. gates that are
   # saturated) turns float rounding of the cross-device sum into a +-lr flip. A large eps makes the update
   # smooth in g; the step and its reductions are what this test compares.
-  for optim in (config.optim, config.d_optim):
-    optim.eps = 1e-3
+  for optim_config in (config.optim, config.d_optim):
+    optim_config.eps = 1e-3
   runs = sharded_and_single(config)
   metrics = {name: m for name, (m, _) in runs.items()}
   params = {name: p for name, (_, p) in runs.items()}
@@ -182,7 +183,7 @@ def test_deepfill_v1_updates_the_generator_once_per_five_critic_updates(tmp_path
 def test_deepfill_v1_weights_the_coarse_l1_terms_by_1_2():
   # reference v1: g = 0.001 gan + L1_LOSS_ALPHA l1 + AE_LOSS_ALPHA ae, each = COARSE_L1_ALPHA coarse + refined,
   # with L1_LOSS_ALPHA = AE_LOSS_ALPHA = COARSE_L1_ALPHA = 1.2
-  task = gan_tasks.DeepFillTask(load_config("deepfill_v1"))
+  task = deepfill.DeepFillTask(load_config("deepfill_v1"))
   batch = tiny_batch()
   image, valid = batch["image"], batch["valid"]
   off = image + 0.25 * valid  # wrong by 0.25 on the known pixels only: the discounted hole term is 0
@@ -199,7 +200,7 @@ def test_deepfill_v1_local_patch_holds_the_whole_hole(size):
 
   config = load_config("deepfill_v1")
   config.data.image_size = size
-  adversary = gan_tasks.DeepFillTask(config).adversary
+  adversary = deepfill.DeepFillTask(config).adversary
   largest = masks.random_box(np.random.default_rng(0), size, size, size_range=(160 / 256, 160 / 256))
   valid = np.stack([largest] + [masks.random_box(np.random.default_rng(seed), size, size) for seed in range(15)])
   hole = jnp.asarray(1.0 - valid[..., None])

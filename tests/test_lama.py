@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinpaint import evaluate, inpaint, lama_task, losses, train
+from jaxinpaint import evaluate, inpaint, losses, train
+from jaxinpaint.tasks import lama
 from jaxinpaint.data import masks
 from jaxinpaint.models.lama import LamaGenerator, NLayerDiscriminator
-from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
+from helpers import eqns_named, leaves, load_config, sharded_and_single  # tests/helpers.py
 
 
 def count(tree) -> int:
@@ -77,8 +78,6 @@ def test_generator_output_is_in_range_any_multiple_of_8_and_ignores_hole_pixels(
 
 
 def test_bfloat16_generator_keeps_every_fft_in_float32():
-  from test_ffc import eqns_named
-
   generator = LamaGenerator(ngf=8, n_blocks=2, dtype=jnp.bfloat16)
   image, valid = jnp.zeros((1, 16, 24, 3)), jnp.ones((1, 16, 24, 1))
   variables = jax.eval_shape(generator.init, jax.random.key(0), image, valid)
@@ -161,7 +160,7 @@ def tiny_batch(n=2, size=32):
 
 
 def test_each_network_receives_the_gradient_of_its_own_loss():
-  task = lama_task.LamaTask(load_config("lama"))
+  task = lama.LamaTask(load_config("lama"))
   batch = tiny_batch()
   variables = dict(jax.jit(task.init)(jax.random.key(0), batch))
   params = variables.pop("params")
@@ -241,10 +240,10 @@ def test_inpaint_pad_mode_works_at_sizes_that_are_not_multiples_of_8(runs, heigh
 
 def test_tables_say_which_perceptual_term_trained_the_run(tmp_path):
   config = load_config("lama")
-  assert "no perceptual term: no ResNet-PL or VGG weights" in lama_task.loss_label(config)
-  assert evaluate.loss_label(config) == lama_task.loss_label(config)
+  assert "no perceptual term: no ResNet-PL or VGG weights" in lama.loss_label(config)
+  assert evaluate.loss_label(config) == lama.loss_label(config)
   config.loss.vgg_weights = str(tmp_path / "missing.npz")
-  assert "VGG weights" in lama_task.loss_label(config) and "not found" in lama_task.loss_label(config)
+  assert "VGG weights" in lama.loss_label(config) and "not found" in lama.loss_label(config)
 
 
 def test_bad_lama_config_fails_with_one_line():
@@ -255,7 +254,7 @@ def test_bad_lama_config_fails_with_one_line():
   config = load_config("lama")
   config.model.ratio_g = 1.0
   with pytest.raises(ValueError, match=r"ratio_g must be in \[0, 1\)"):
-    lama_task.LamaTask(config)
+    lama.LamaTask(config)
 
 
 def test_vgg_weights_stand_in_for_resnet_pl_with_its_weight(tmp_path):
@@ -269,9 +268,9 @@ def test_vgg_weights_stand_in_for_resnet_pl_with_its_weight(tmp_path):
   np.savez(tmp_path / "vgg.npz", **arrays)
   plain_config, vgg_config = load_config("lama"), load_config("lama")
   vgg_config.loss.vgg_weights = str(tmp_path / "vgg.npz")
-  plain, with_vgg = lama_task.LamaTask(plain_config), lama_task.LamaTask(vgg_config)
+  plain, with_vgg = lama.LamaTask(plain_config), lama.LamaTask(vgg_config)
   assert "perceptual" in with_vgg.metric_names and "perceptual" not in plain.metric_names
-  assert "VGG16 perceptual in place of ResNet-PL (VGG16 weights sha256 " in lama_task.loss_label(vgg_config)
+  assert "VGG16 perceptual in place of ResNet-PL (VGG16 weights sha256 " in lama.loss_label(vgg_config)
   batch = tiny_batch()
   variables = dict(jax.jit(plain.init)(jax.random.key(0), batch))
   params = variables.pop("params")

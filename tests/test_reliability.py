@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinpaint import checkpointing, configs_lib, evaluate, train, workdir_lock
+from jaxinpaint import checkpointing, configs_lib, evaluate, runs, train, workdir_lock
 from helpers import leaves, load_config  # tests/helpers.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +120,7 @@ def test_keep_checkpoints_zero_keeps_all_and_negative_is_one_line(run):
 
 def test_restart_with_another_config_is_refused_before_config_json_changes(run, tmp_path):
   workdir = run["workdir"]
-  before = open(os.path.join(workdir, train.CONFIG_FILE)).read()
+  before = open(os.path.join(workdir, runs.CONFIG_FILE)).read()
   pconv = load_config("pconv")  # the same shapes: resuming would silently relabel the weights
   pconv.num_train_steps, pconv.train.keep_checkpoints = 6, 0
   with pytest.raises(ValueError, match=r"holds checkpoints of another config \(differs in .*model.conv.*\); .*"
@@ -130,14 +130,14 @@ def test_restart_with_another_config_is_refused_before_config_json_changes(run, 
   deeper.model.depth = 4  # other shapes
   with pytest.raises(ValueError, match=r"differs in model.depth\)"):
     train.train_and_evaluate(deeper, workdir)
-  assert open(os.path.join(workdir, train.CONFIG_FILE)).read() == before
+  assert open(os.path.join(workdir, runs.CONFIG_FILE)).read() == before
   # --mode=eval with another model config: one line, before any restore
   with pytest.raises(ValueError, match=r"differs in .*model.conv.*pass the --config the run was trained with"):
     evaluate.evaluate(pconv, workdir, progress=False)
   # run length, cadence and evaluation settings may change
   longer = _short_config(steps=8)
   longer.train.log_every, longer.eval.masks = 4, "centre"
-  assert configs_lib.run_differences(train.load_config(workdir), longer) == []
+  assert configs_lib.run_differences(runs.load_config(workdir), longer) == []
   # so may the latent-completion settings of a DCGAN run (scripts/dcgan_loss_table.py re-completes in place)
   dcgan_saved, dcgan = load_config("dcgan"), load_config("dcgan")
   dcgan.completion.discriminator_stats, dcgan.completion.iterations = "running", 7
@@ -152,7 +152,7 @@ def test_fork_starts_a_new_run_from_the_old_checkpoint(run, tmp_path):
   forked_dir = str(tmp_path / "fork")
   result = train.train_and_evaluate(config, forked_dir, fork_from=run["workdir"], restore_step=4)
   assert _saved_steps(forked_dir) == [6, 8] and result["step"] == 8
-  assert train.load_config(forked_dir).optim.learning_rate == 1e-4
+  assert runs.load_config(forked_dir).optim.learning_rate == 1e-4
   assert _saved_steps(run["workdir"]) == [2, 4, 6]  # the original run is untouched
 
 
@@ -386,10 +386,8 @@ path = sys.argv[1]
 def save(*args, **kwargs):  # what a full disk raises from the checkpoint writer
   raise OSError(errno.ENOSPC, "No space left on device", path)
 ocp.CheckpointManager.save = save
-from absl import app
 from jaxinpaint import main
-sys.argv = ["jaxinpaint.main", *sys.argv[2:]]
-app.run(main.main, flags_parser=main.parse_flags)
+main.main(["jaxinpaint.main", *sys.argv[2:]])
 """
 
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinpaint import lama_task, losses
+from jaxinpaint import losses
+from jaxinpaint.tasks import lama
 from jaxinpaint.evaluate import file_sha256
 from jaxinpaint.models.resnet_pl import ResNetDilated, load_resnet_pl
 from helpers import load_config  # tests/helpers.py
@@ -237,10 +238,10 @@ def test_lama_step_adds_thirty_times_resnet_pl_and_tables_name_its_file(small_we
   plain_config, rpl_config = load_config("lama"), load_config("lama")
   rpl_config.loss.resnet_pl_weights = path
   rpl_config.loss.vgg_weights = str(tmp_path / "never_read.npz")  # ResNet-PL wins over the VGG16 stand-in
-  plain, with_rpl = lama_task.LamaTask(plain_config), lama_task.LamaTask(rpl_config)
+  plain, with_rpl = lama.LamaTask(plain_config), lama.LamaTask(rpl_config)
   assert with_rpl.perceptual_fn is with_rpl.resnet_pl_fn is not None
   assert "perceptual" in with_rpl.metric_names and "perceptual" not in plain.metric_names
-  label = lama_task.loss_label(rpl_config)
+  label = lama.loss_label(rpl_config)
   assert label.endswith(f"+ ResNet-PL (ADE20k ResNet-50-dilated weights sha256 {file_sha256(path)})")
   batch = tiny_batch()
   variables = dict(jax.jit(plain.init)(jax.random.key(0), batch))
@@ -265,6 +266,6 @@ def test_lama_step_adds_thirty_times_resnet_pl_and_tables_name_its_file(small_we
 def test_missing_resnet_pl_file_is_said_in_the_label(tmp_path):
   config = load_config("lama")
   config.loss.resnet_pl_weights = str(tmp_path / "gone.npz")
-  assert lama_task.LamaTask(config).perceptual_fn is None
-  assert lama_task.loss_label(config).endswith(
+  assert lama.LamaTask(config).perceptual_fn is None
+  assert lama.loss_label(config).endswith(
       f"(no perceptual term: ResNet-PL weights {tmp_path / 'gone.npz'} not found, no VGG weights)")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxinpaint import checkpointing, sharding, train
+from jaxinpaint import runs as runs_lib
 from jaxinpaint.data import pipeline
 from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
 
@@ -236,7 +237,7 @@ def test_main_bad_input_is_one_line(tmp_path):
 
 
 def test_config_saved_and_loaded_from_the_workdir(runs):
-  loaded = train.load_config(runs["full_dir"])
+  loaded = runs_lib.load_config(runs["full_dir"])
   assert loaded.to_dict() == runs["config"].to_dict()
   with pytest.raises(FileNotFoundError, match="not a jaxinpaint run directory"):
-    train.load_config(os.path.dirname(runs["full_dir"]))
+    runs_lib.load_config(os.path.dirname(runs["full_dir"]))

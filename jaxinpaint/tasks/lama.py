@@ -10,7 +10,7 @@ in [0, 1]. With x_hat = G(x) and sg = stop_gradient:
   g_total = adv_weight mean softplus(-sg(D)(x_hat)) + fm_weight FM(sg(D) features of x_hat, of x)
             + mean((l1_known valid + l1_missing hole) |x_hat - x|) [+ perceptual_weight sum_p mse(F_p)]
 
-so each network gets exactly the gradient of its own loss (`jaxinpaint.gan_tasks` docstring); the hole is
+so each network gets exactly the gradient of its own loss (`jaxinpaint.tasks.deepfill` docstring); the hole is
 resized to D's logit map nearest-neighbour. Reference weights: L1 known 10 / missing 0, adversarial 10, R1
 0.001, feature matching 100, ResNet-PL 30. F_p is ResNet-PL's ADE20k ResNet-50-dilated (4 stage outputs,
 `jaxinpaint.models.resnet_pl`) with `loss.resnet_pl_weights` (scripts/convert_resnet_pl.py); without it, with
@@ -35,22 +35,18 @@ import ml_collections
 import optax
 from jax import lax
 
-from jaxinpaint import losses, models, tasks
-from jaxinpaint.gan_tasks import _group_labels
+from jaxinpaint import losses, models
+from jaxinpaint.imaging import to01
+from jaxinpaint.losses import file_sha256
 from jaxinpaint.models.lama import NLayerDiscriminator
+from jaxinpaint.tasks import base, optim
 
 PyTree = Any
 NETWORKS = ("generator", "discriminator")
 
 
-def to01(x: jax.Array) -> jax.Array:
-  return (x + 1.0) / 2.0
-
-
 def loss_label(config: ml_collections.ConfigDict) -> str:
   """What trained a LaMa run, for tables: the perceptual term actually used and its weights file's sha256."""
-  from jaxinpaint.evaluate import file_sha256  # imported on use: evaluate imports the task registry
-
   terms = "loss: non-saturating adversarial + R1 + known-pixel L1 + feature matching"
   resnet_pl = config.loss.get("resnet_pl_weights", "")
   if resnet_pl and os.path.isfile(resnet_pl):
@@ -85,7 +81,7 @@ def check_lama_config(config: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class LamaTask:
+class LamaTask(base.SingleStage):
   """LaMa as a trainer task (see the module docstring). `finetune` is the trainer's interface, unused."""
 
   config: ml_collections.ConfigDict
@@ -98,7 +94,7 @@ class LamaTask:
   def generator(self):
     kwargs = dict(self.config.model)
     name = kwargs.pop("name")
-    return models.make_model(name, dtype=tasks.activation_dtype(self.config), **kwargs)
+    return models.make_model(name, dtype=base.activation_dtype(self.config), **kwargs)
 
   @functools.cached_property
   def discriminator(self):
@@ -135,10 +131,10 @@ class LamaTask:
             "batch_stats": {"generator": gen["batch_stats"], "discriminator": disc["batch_stats"]}}
 
   def make_optimizer(self, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    g_schedule = tasks.make_schedule(self.config.optim, num_steps)
-    g_tx = tasks.make_adam(self.config.optim, g_schedule)
-    d_tx = tasks.make_adam(self.config.d_optim, tasks.make_schedule(self.config.d_optim, num_steps))
-    return optax.multi_transform({"generator": g_tx, "discriminator": d_tx}, _group_labels), g_schedule
+    g_schedule = optim.make_schedule(self.config.optim, num_steps)
+    g_tx = optim.make_adam(self.config.optim, g_schedule)
+    d_tx = optim.make_adam(self.config.d_optim, optim.make_schedule(self.config.d_optim, num_steps))
+    return optax.multi_transform({"generator": g_tx, "discriminator": d_tx}, optim.group_labels), g_schedule
 
   def _d_apply(self, params, stats, x):
     """D in training mode (batch statistics, as the reference): (logits, features, new batch_stats)."""

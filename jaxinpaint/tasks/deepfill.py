@@ -16,7 +16,7 @@ d(total)/d(D) = d(d_total)/d(D) and d(total)/d(G) = d(g_total)/d(G) (tested).
   of the image, centred on the hole's box and big enough for the largest `random_box` hole), gradient penalty
   (lambda 10), G adversarial weight 0.001, spatially discounted L1 (gamma 0.9) in the hole + L1 on the known
   pixels, 1.2 x (1.2 x coarse + refined) (reference L1_LOSS_ALPHA = AE_LOSS_ALPHA = COARSE_L1_ALPHA = 1.2), Adam
-  1e-4 (0.5, 0.9); `gan.n_critic` = 5 critic updates per generator update, done by `update_every`, which
+  1e-4 (0.5, 0.9); `gan.n_critic` = 5 critic updates per generator update, done by `optim.update_every`, which
   leaves G's params and Adam moments untouched except on steps where `step % n_critic == 0` (D updates on every
   step). The G backward pass still runs on the other steps (one step function, no second loop).
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,48 +36,18 @@ import ml_collections
 import optax
 from jax import lax
 
-from jaxinpaint import gan_losses, models, tasks
+from jaxinpaint import gan_losses, models
 from jaxinpaint.layers.contextual_attention import flow_to_rgb
 from jaxinpaint.layers.spectral_norm import SPECTRAL
 from jaxinpaint.models import discriminators
 from jaxinpaint.models.deepfill import DOWNSAMPLE
+from jaxinpaint.tasks import base, optim
 
 PyTree = Any
 
 GENERATORS = ("deepfill_v2", "deepfill_v1")
 DISCRIMINATORS = ("sn_patchgan", "global_local")
 RECONSTRUCTIONS = ("l1", "discounted_l1")
-
-
-# ------------------------------------------------------------------------------------------- optimiser
-
-
-class UpdateEveryState(NamedTuple):
-  count: jax.Array  # i32[], updates seen so far
-  inner: Any
-
-
-def update_every(inner: optax.GradientTransformation, every: int) -> optax.GradientTransformation:
-  """Applies `inner` on updates 0, every, 2 every, ...; on the others returns zero updates and keeps `inner`'s
-  state (Adam moments and count) exactly as it was. WGAN's n_critic for the generator's optimiser."""
-  if every < 1:
-    raise ValueError(f"update_every needs every >= 1; got {every}")
-
-  def init(params):
-    return UpdateEveryState(count=jnp.zeros((), jnp.int32), inner=inner.init(params))
-
-  def update(updates, state, params=None):
-    new_updates, new_inner = inner.update(updates, state.inner, params)
-    take = state.count % every == 0
-    updates = jax.tree.map(lambda u: jnp.where(take, u, jnp.zeros_like(u)), new_updates)
-    kept = jax.tree.map(lambda n, o: jnp.where(take, n, o), new_inner, state.inner)
-    return updates, UpdateEveryState(count=state.count + 1, inner=kept)
-
-  return optax.GradientTransformation(init, update)
-
-
-def _group_labels(params: PyTree) -> PyTree:
-  return {group: jax.tree.map(lambda _: group, subtree) for group, subtree in params.items()}
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -242,7 +212,7 @@ def check_gan_config(config: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DeepFillTask:
+class DeepFillTask(base.SingleStage):
   """DeepFill v1/v2 as a trainer task (see the module docstring)."""
 
   config: ml_collections.ConfigDict
@@ -254,7 +224,7 @@ class DeepFillTask:
   def generator(self):
     kwargs = dict(self.config.model)
     name = kwargs.pop("name")
-    return models.make_model(name, dtype=tasks.activation_dtype(self.config), **kwargs)
+    return models.make_model(name, dtype=base.activation_dtype(self.config), **kwargs)
 
   @functools.cached_property
   def adversary(self):
@@ -277,12 +247,12 @@ class DeepFillTask:
     return {"params": {"generator": generator["params"], "discriminator": disc.pop("params")}, **disc}
 
   def make_optimizer(self, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    g_schedule = tasks.make_schedule(self.config.optim, num_steps)
-    g_tx = tasks.make_adam(self.config.optim, g_schedule)
+    g_schedule = optim.make_schedule(self.config.optim, num_steps)
+    g_tx = optim.make_adam(self.config.optim, g_schedule)
     if self.config.gan.n_critic > 1:
-      g_tx = update_every(g_tx, self.config.gan.n_critic)
-    d_tx = tasks.make_adam(self.config.d_optim, tasks.make_schedule(self.config.d_optim, num_steps))
-    return optax.multi_transform({"generator": g_tx, "discriminator": d_tx}, _group_labels), g_schedule
+      g_tx = optim.update_every(g_tx, self.config.gan.n_critic)
+    d_tx = optim.make_adam(self.config.d_optim, optim.make_schedule(self.config.d_optim, num_steps))
+    return optax.multi_transform({"generator": g_tx, "discriminator": d_tx}, optim.group_labels), g_schedule
 
   def reconstruction_loss(self, coarse, refined, image, valid) -> jax.Array:
     """L1 of both stages: plain means (v2), or v1's discounted hole L1 + known-pixel L1."""
@@ -303,7 +273,7 @@ class DeepFillTask:
     """(g_total, d_total, new model_state, terms) with the stop_gradients described in the module docstring."""
     image, valid = batch["image"], batch["valid"]
     apply = functools.partial(self.generator.apply, train=True)
-    out = tasks.remat(self.config, apply)({"params": params["generator"]}, image, valid)
+    out = base.remat(self.config, apply)({"params": params["generator"]}, image, valid)
     composite = models.composite(image, out["refined"], valid)
     d_params = params["discriminator"]
     d_total, new_state, terms = self.adversary.d_loss(d_params, model_state, image, lax.stop_gradient(composite),

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxinpaint import completion, gan_losses, models, tasks
+from jaxinpaint import completion, gan_losses, models
+from jaxinpaint.tasks import base, optim
 
 PyTree = Any
 NETWORKS = ("generator", "discriminator")
@@ -45,11 +46,10 @@ def prob_real(logits: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DCGANTask:
-  """Seed 001's DCGAN. `finetune` is accepted for the trainer's interface and unused (one training stage)."""
+class DCGANTask(base.SingleStage):
+  """Seed 001's DCGAN (one training stage)."""
 
   config: ml_collections.ConfigDict
-  finetune: bool = False
 
   def __post_init__(self):
     gan_losses.get_gan_loss(self.config.loss.gan_loss)
@@ -64,14 +64,14 @@ class DCGANTask:
   def generator(self):
     m = self.config.model
     return models.make_model("dcgan_generator", latent_dim=m.latent_dim, features=tuple(m.generator_features),
-                             norm_momentum=m.norm_momentum, dtype=tasks.activation_dtype(self.config))
+                             norm_momentum=m.norm_momentum, dtype=base.activation_dtype(self.config))
 
   @functools.cached_property
   def discriminator(self):
     m = self.config.model
     return models.make_model("dcgan_discriminator", features=tuple(m.discriminator_features),
                              image_size=self.config.data.image_size, num_logits=num_logits(self.config.loss.gan_loss),
-                             norm_momentum=m.norm_momentum, dtype=tasks.activation_dtype(self.config))
+                             norm_momentum=m.norm_momentum, dtype=base.activation_dtype(self.config))
 
   @property
   def latent_dim(self) -> int:
@@ -106,11 +106,11 @@ class DCGANTask:
 
   def make_optimizer(self, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Adam per network; the discriminator's rate is the generator's schedule x (d_lr / g_lr)."""
-    optim = self.config.optim
-    schedule = tasks.make_schedule(optim, num_steps)
-    ratio = optim.get("discriminator_learning_rate", optim.learning_rate) / optim.learning_rate
-    transforms = {"generator": tasks.make_adam(optim, schedule),
-                  "discriminator": tasks.make_adam(optim, lambda step: schedule(step) * ratio)}
+    o = self.config.optim
+    schedule = optim.make_schedule(o, num_steps)
+    ratio = o.get("discriminator_learning_rate", o.learning_rate) / o.learning_rate
+    transforms = {"generator": optim.make_adam(o, schedule),
+                  "discriminator": optim.make_adam(o, lambda step: schedule(step) * ratio)}
     labels = lambda params: {n: jax.tree.map(lambda _: n, params[n]) for n in NETWORKS}
     return optax.multi_transform(transforms, labels), schedule
 
