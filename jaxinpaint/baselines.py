@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxinpaint.imaging import to_uint8
+
 Baseline = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # Telea and NS use OpenCV's customary 3-px neighbourhood (the radius in the OpenCV inpainting tutorial).
@@ -128,11 +130,6 @@ def parse_names(spec: str) -> list[str]:
   for name in names:
     get_baseline(name)
   return names
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-  """f32 in [-1, 1] -> uint8 (exact for values that came from uint8 / 127.5 - 1)."""
-  return np.round((np.clip(np.asarray(x, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
 def inpaint_batch(name: str, image: np.ndarray, valid: np.ndarray) -> np.ndarray:

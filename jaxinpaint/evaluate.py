@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -44,10 +43,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxinpaint import baselines, configs_lib, metrics, sharding
+from jaxinpaint import baselines, configs_lib, metrics, runs, sharding
 from jaxinpaint import progress as progress_lib
 from jaxinpaint import perceptual_metrics as perceptual_lib
-from jaxinpaint.data import mask_packs, masks, pipeline, sources
+from jaxinpaint.data import mask_packs, pipeline, sources
+from jaxinpaint.imaging import composite, to01
+from jaxinpaint.losses import file_sha256
+from jaxinpaint.runs import load_run_config, with_defaults
 
 # Metrics in table order; 'best' is the lowest for errors, the highest for similarities, and for TV the closest
 # to the ground truth's own TV over the same pixel pairs (a flat fill has the lowest TV, not the best).
@@ -117,14 +119,6 @@ def _pack_mask(rng, h: int, w: int, *, pack: mask_packs.Pack, index: int) -> np.
   return pack.valid(index)
 
 
-def file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def loss_label(config: ml_collections.ConfigDict) -> str:
   """'loss: ...' naming what trained a run, so a table cannot hide that the VGG perceptual/style terms were off.
 
@@ -140,9 +134,9 @@ def loss_label(config: ml_collections.ConfigDict) -> str:
   if task == "dcgan":
     return f"loss: {loss.get('gan_loss', 'GAN')} GAN loss (no VGG term)"
   if task == "lama":
-    from jaxinpaint import lama_task  # its own terms (ResNet-PL or the VGG16 stand-in)
+    from jaxinpaint.tasks import lama  # its own terms (ResNet-PL or the VGG16 stand-in)
 
-    return lama_task.loss_label(config)
+    return lama.loss_label(config)
   name = loss.get("name", "pconv")
   if name != "pconv":
     return f"loss: {name.upper()} (no VGG term)"
@@ -244,15 +238,12 @@ def baseline_methods(names: Sequence[str]) -> dict[str, Method]:
 # ------------------------------------------------------------------------------------------------ harness
 
 
-def _to01(x):
-  return (jnp.clip(x, -1.0, 1.0) + 1.0) / 2.0
-
-
 @jax.jit
 def _score(target, output, valid):
   """Per-example seed-004 metrics (f32[B] each) plus the target's own TV over the same pairs."""
-  values = metrics.inpainting_metrics(_to01(target), _to01(output), valid)
-  values["target_tv"] = 100.0 * metrics.tv(_to01(target), 1.0 - valid)
+  target01, output01 = to01(jnp.clip(target, -1.0, 1.0)), to01(jnp.clip(output, -1.0, 1.0))
+  values = metrics.inpainting_metrics(target01, output01, valid)
+  values["target_tv"] = 100.0 * metrics.tv(target01, 1.0 - valid)
   values["hole_ratio"] = jnp.mean(1.0 - valid, axis=(1, 2, 3))
   return values
 
@@ -263,17 +254,9 @@ def _blank_holes(image, valid):
 
 
 @jax.jit
-def _composite(image, output, valid):
-  return valid * image + (1.0 - valid) * jnp.clip(output, -1.0, 1.0)
-
-
-def _gather(x) -> np.ndarray:
-  """A global array (or a pytree of them) on every process's host."""
-  if jax.process_count() == 1:
-    return jax.tree.map(np.asarray, jax.device_get(x))
-  from jax.experimental import multihost_utils
-
-  return jax.tree.map(np.asarray, multihost_utils.process_allgather(x, tiled=True))
+def _clipped_composite(image, output, valid):
+  """The composite with the output clipped to the image range first, as every score sees it."""
+  return composite(image, jnp.clip(output, -1.0, 1.0), valid)
 
 
 @dataclasses.dataclass
@@ -337,12 +320,12 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
       target, valid = gbatch["image"], gbatch["valid"]
       blanked = _blank_holes(target, valid)
       local_blanked = batch["image"] * batch["valid"]
-      weights.append(_gather(sharding.to_global({"w": weight}, mesh)["w"]))
+      weights.append(sharding.gather(sharding.to_global({"w": weight}, mesh)["w"]))
       if fid_real is not None and kind == eval_set.kinds[0]:
-        fid_real.add(_gather(perceptual.fid_features(target))[weights[-1] > 0])
+        fid_real.add(sharding.gather(perceptual.fid_features(target))[weights[-1] > 0])
       if k == 0:
-        samples[kind] = {"image": _gather(target)[:keep_samples], "valid": _gather(valid)[:keep_samples],
-                         "outputs": {}}
+        samples[kind] = {"image": sharding.gather(target)[:keep_samples],
+                         "valid": sharding.gather(valid)[:keep_samples], "outputs": {}}
       for name, method in methods.items():
         bar.set_description(f"{kind}: {name}")
         if method.on_host:
@@ -351,14 +334,14 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
         else:
           output = method.fn(blanked, valid)
         scores = _score(target, output, valid)
-        comp = _composite(target, output, valid)
+        comp = _clipped_composite(target, output, valid)
         if perceptual.lpips is not None:
           scores["lpips"] = perceptual.lpips(comp, target)
         if perceptual.fid_features is not None:
-          fid_fake[name].add(_gather(perceptual.fid_features(comp))[weights[-1] > 0])
-        values[name].append(_gather(scores))
+          fid_fake[name].add(sharding.gather(perceptual.fid_features(comp))[weights[-1] > 0])
+        values[name].append(sharding.gather(scores))
         if k == 0:
-          samples[kind]["outputs"][name] = _gather(comp)[:keep_samples]
+          samples[kind]["outputs"][name] = sharding.gather(comp)[:keep_samples]
         bar.update(1)
     w = np.concatenate(weights)
 
@@ -484,37 +467,9 @@ def write_results(results: Results, directory: str, stem: str = "eval_results", 
 # ------------------------------------------------------------------------------------------------ runs
 
 
-def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` whose `eval` section has every key of `base_config().eval` (runs saved before a key
-  existed lack it). Only `eval` is filled: other sections are the method's own (a GAN's `model` is not the
-  U-Net's)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  defaults = configs_lib.base_config().eval
-  if "eval" not in config:
-    config.eval = defaults
-  for key, value in defaults.items():
-    if key not in config.eval:
-      config.eval[key] = value
-  return config
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with (`train.load_config`), tolerating keys added since it was saved."""
-  from jaxinpaint import train
-
-  return with_defaults(train.load_config(workdir))
-
-
 @dataclasses.dataclass
-class Run:
-  """A restored run: its config, task, checkpoint step and the params predictions use (EMA when kept)."""
-
-  config: ml_collections.ConfigDict
-  task: Any
-  step: int
-  params: Any
-  model_state: Any
-  mesh: Any
+class Run(runs.Restored):
+  """A restored run (`runs.Restored`: config, task, step, params with the EMA choice, ...) as a scored method."""
 
   def method(self) -> Method:
     return model_method(self.task, self.params, self.model_state, loss=loss_label(self.config))
@@ -527,35 +482,17 @@ def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None, d
   `config` defaults to the run's saved config. FileNotFoundError (naming the directory) when the run has no
   config or no checkpoint.
   """
-  from jaxinpaint import checkpointing, train
-
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"run directory {workdir} does not exist")
-  config = with_defaults(load_run_config(workdir) if config is None else config)
-  devices = jax.devices() if devices is None else devices
-  if batch_size is not None or config.batch_size % len(devices):
-    # Restoring builds the trainer, which checks the batch splits over the devices; evaluation picks its own.
-    config.batch_size = batch_size or len(devices)
-  trainer = train.Trainer(config, devices)
-  target = checkpointing.abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-  ckpt = checkpointing.Checkpointer(workdir)
-  try:
-    step, state = ckpt.restore_state_only(target)
-  finally:
-    ckpt.close()
-  params = state.ema_params if state.ema_params is not None else state.params
-  return Run(config, trainer.task, int(step), params, state.model_state, trainer.mesh)
+  run = runs.restore(workdir, config, devices, batch_size)
+  return Run(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})  # asdict would deep-copy the arrays
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> Results:
   """`main --mode=eval`: scores the run in `workdir` (built with `config`) and the classical peers."""
   from clu import metric_writers
 
-  from jaxinpaint import train
-
   config = with_defaults(config)
   # the checkpoint means what its saved config says: another model config would score (or fail on) the wrong model
-  train.check_same_run(config, workdir, hint="pass the --config the run was trained with")
+  runs.check_same_run(config, workdir, hint="pass the --config the run was trained with")
   devices = jax.devices()
   eval_set = EvalSet.from_config(config, len(devices))
   run = restore_run(workdir, config, devices, batch_size=eval_set.batch_size)
@@ -584,19 +521,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-class _QuietOrbax:
-  """absl log filter: orbax narrates every restore at INFO; keep its warnings, drop the narration."""
-
-  def filter(self, record):
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
-
-
-def quiet_orbax() -> None:
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
-    handler.addFilter(_QuietOrbax())
-
-
 def _flag_value(argv: Sequence[str], name: str) -> str | None:
   for i, arg in enumerate(argv):
     if arg.startswith(f"--{name}="):
@@ -609,34 +533,24 @@ def _flag_value(argv: Sequence[str], name: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
   """`python -m jaxinpaint.evaluate --workdir=RUN [--config.eval.k=v ...]`: the run's saved config, with
   overrides, defines `--config` (so only keys that exist can be overridden)."""
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
+
+  from jaxinpaint import cli
 
   argv = list(sys.argv if argv is None else argv)
   workdir = _flag_value(argv, "workdir")
-  try:
-    config = load_run_config(workdir) if workdir else configs_lib.base_config()
-  except FileNotFoundError as e:
-    sys.exit(f"error: {e}")
+  # before any flag is defined or library started: a plain SystemExit, so it can be caught in-process
+  config = cli.guarded(lambda: load_run_config(workdir) if workdir else configs_lib.base_config(),
+                       (FileNotFoundError,), hard=False)
   config_flags.DEFINE_config_dict("config", config, "The run's saved config; override keys with --config.k=v.")
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints + config.json).")
   flags.mark_flags_as_required(["workdir"])
 
-  def run(args):
-    if len(args) > 1:
-      raise app.UsageError(f"unexpected arguments: {args[1:]}")
-    from jaxinpaint import xla_flags
+  def run() -> None:
+    evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
-    xla_flags.set_cpu_flags()  # as `jaxinpaint.main` does: the same numbers from every entry point
-    quiet_orbax()
-    try:
-      evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-    except (ValueError, FileNotFoundError) as e:
-      if os.environ.get("JAXINPAINT_TRACEBACK"):
-        raise
-      sys.exit(f"error: {e}")
-
-  app.run(run, argv)
+  cli.run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import importlib
 import json
 import os
 import shutil
-import sys
 from typing import Any, Callable
 from unittest import mock
 
@@ -251,7 +250,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
+  from absl import flags
+
+  from jaxinpaint import cli
 
   flags.DEFINE_string("workdir", None, "Trained run directory (config.json + checkpoints).")
   flags.DEFINE_string("out", None, "Folder to write fill.stablehlo, saved_model/ and manifest.json into.")
@@ -262,22 +263,12 @@ def main(argv=None) -> None:
   flags.mark_flags_as_required(["workdir", "out"])
   FLAGS = flags.FLAGS
 
-  def run(args):
-    if len(args) > 1:
-      raise app.UsageError(f"unexpected arguments: {args[1:]}")
-    from jaxinpaint import xla_flags
-
-    xla_flags.set_cpu_flags()
-    try:
-      info = export_run(FLAGS.workdir, FLAGS.out, FLAGS.platforms, FLAGS.saved_model, parse_size(FLAGS.size))
-    except (ValueError, FileNotFoundError, OSError) as e:
-      if os.environ.get("JAXINPAINT_TRACEBACK"):
-        raise
-      sys.exit(f"error: {e}")
+  def run() -> None:
+    info = export_run(FLAGS.workdir, FLAGS.out, FLAGS.platforms, FLAGS.saved_model, parse_size(FLAGS.size))
     print(f"exported {info['family']} (step {info['step']}) to {FLAGS.out}: {info['shape_note']}; "
           f"platforms {','.join(info['platforms'])}")
 
-  app.run(run, argv)
+  cli.run_main(run, argv, errors=(ValueError, FileNotFoundError, OSError))
 
 
 if __name__ == "__main__":

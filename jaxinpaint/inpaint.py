@@ -42,7 +42,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxinpaint import evaluate, visualize
+from jaxinpaint import cli, evaluate, visualize
 from jaxinpaint.data import mask_files, sources
 
 MODES = ("auto", "pad", "tile")
@@ -93,7 +93,7 @@ def load(workdir: str) -> Inpainter:
 
   FileNotFoundError naming the directory when it is not a run or has no checkpoint.
   """
-  evaluate.quiet_orbax()
+  cli.quiet_libraries()
   return Inpainter(evaluate.restore_run(workdir, devices=jax.devices()[:1], batch_size=1), workdir)
 
 
@@ -432,7 +432,7 @@ def run_files(model: Inpainter, jobs: list[tuple[str, str | None, str]], *, inve
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
+  from absl import flags
 
   flags.DEFINE_string("workdir", None, "Trained run directory (config.json + checkpoints).")
   flags.DEFINE_string("image", None, "Photo to inpaint.")
@@ -448,27 +448,17 @@ def main(argv=None) -> None:
   flags.mark_flags_as_required(["workdir"])
   FLAGS = flags.FLAGS
 
-  def run(args):
-    if len(args) > 1:
-      raise app.UsageError(f"unexpected arguments: {args[1:]}")
-    from jaxinpaint import xla_flags
-
-    xla_flags.set_cpu_flags()  # as `jaxinpaint.main` does: the same numbers from every entry point
-    try:
-      jobs = plan_jobs(image=FLAGS.image, mask=FLAGS.mask, output=FLAGS.output, image_dir=FLAGS.image_dir,
-                       mask_dir=FLAGS.mask_dir, output_dir=FLAGS.output_dir, grid=FLAGS.grid)
-      model = load(FLAGS.workdir)
-      with warnings.catch_warnings():
-        warnings.simplefilter("always", MaskPolarityWarning)
-        warnings.showwarning = lambda message, *a, **k: logging.warning("%s", message)
-        report = run_files(model, jobs, invert_mask=FLAGS.invert_mask, resize_mask=FLAGS.resize_mask,
-                           mode=FLAGS.mode, grid=FLAGS.grid)
-    except (ValueError, FileNotFoundError) as e:
-      if os.environ.get("JAXINPAINT_TRACEBACK"):
-        raise
-      sys.exit(f"error: {e}")
+  def run() -> None:
+    jobs = plan_jobs(image=FLAGS.image, mask=FLAGS.mask, output=FLAGS.output, image_dir=FLAGS.image_dir,
+                     mask_dir=FLAGS.mask_dir, output_dir=FLAGS.output_dir, grid=FLAGS.grid)
+    model = load(FLAGS.workdir)
+    with warnings.catch_warnings():
+      warnings.simplefilter("always", MaskPolarityWarning)
+      warnings.showwarning = lambda message, *a, **k: logging.warning("%s", message)
+      report = run_files(model, jobs, invert_mask=FLAGS.invert_mask, resize_mask=FLAGS.resize_mask,
+                         mode=FLAGS.mode, grid=FLAGS.grid)
     if FLAGS.image and report.skipped:
-      sys.exit(f"error: {report.skipped[0][1]}")
+      cli.fail(report.skipped[0][1])
     written = report.written
     done = len(jobs) - len(report.skipped)
     print(f"inpainted {done} of {len(jobs)} images, wrote {len(written)} files"
@@ -476,9 +466,9 @@ def main(argv=None) -> None:
     if report.skipped:
       for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-      sys.exit(f"error: skipped {len(report.skipped)} of {len(jobs)} images (reasons above)")
+      cli.fail(f"skipped {len(report.skipped)} of {len(jobs)} images (reasons above)")
 
-  app.run(run, argv)
+  cli.run_main(run, argv)
 
 
 if __name__ == "__main__":

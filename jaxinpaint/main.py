@@ -12,8 +12,10 @@ status 143 (128 + SIGTERM), so wrappers can tell a preemption from a finished ru
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from jaxinpaint import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/wconv.py:demo.",
                                           lock_config=True)
@@ -32,16 +34,9 @@ PREEMPTED_STATUS = 143  # 128 + SIGTERM: what a shell reports for a job killed b
 MODES = {
     "train": "jaxinpaint.train:train_and_evaluate",
     "eval": "jaxinpaint.evaluate:evaluate",
-    "complete": "jaxinpaint.completion:complete_run",
+    "complete": "jaxinpaint.complete:complete_run",
 }
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to run on --config and --workdir.")
-
-
-class _QuietLibraries:
-  """absl log filter: orbax narrates every save at INFO; keep its warnings, drop the narration."""
-
-  def filter(self, record):
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
 
 
 def load_config():
@@ -54,14 +49,20 @@ def load_config():
   return config
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = load_config()
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  from jaxinpaint import xla_flags
+def main(argv: list[str] | None = None) -> None:
+  """Runs `--mode` on `--config` and `--workdir` (`cli.run_main`: XLA flags, log filter, one `error:` line)."""
+  cli.run_main(_run, argv, errors=_errors, flags_parser=parse_flags)
 
-  xla_flags.set_cpu_flags()  # before the first JAX computation starts the CPU backend
+
+def _errors() -> tuple[type[BaseException], ...]:
+  """What ends a run with an `error:` line: bad input, a halted run, a busy workdir (imported late: fast --help)."""
+  from jaxinpaint import train, workdir_lock
+
+  return ValueError, FileNotFoundError, OSError, train.TrainingHalted, workdir_lock.WorkdirBusyError
+
+
+def _run() -> None:
+  config = load_config()
   import jax  # after flag parsing, so --help stays fast
 
   if _DISTRIBUTED.value:
@@ -76,42 +77,26 @@ def main(argv):
   from jaxinpaint import train, workdir_lock
 
   module, function = MODES[_MODE.value].split(":")
-  try:
-    if _FORK_TO.value and os.path.realpath(_FORK_TO.value) == os.path.realpath(_WORKDIR.value):
-      raise ValueError(f"--fork_to={_FORK_TO.value} is --workdir itself; a fork needs a new directory")
-    if _MODE.value == "train":
-      result = train.train_and_evaluate(config, _FORK_TO.value or _WORKDIR.value, restore_step=_RESTORE_STEP.value,
-                                        fork_from=_WORKDIR.value if _FORK_TO.value else None)
-      if result.get("preempted"):
-        logging.warning("preempted: checkpoint of step %d saved; exiting with status %d", result["step"],
-                        PREEMPTED_STATUS)
-        sys.exit(PREEMPTED_STATUS)
-      if config.eval.get("after_train", False):  # make demo ends with its verdict: model vs classical peers
-        from jaxinpaint import report
+  if _FORK_TO.value and os.path.realpath(_FORK_TO.value) == os.path.realpath(_WORKDIR.value):
+    raise ValueError(f"--fork_to={_FORK_TO.value} is --workdir itself; a fork needs a new directory")
+  if _MODE.value == "train":
+    result = train.train_and_evaluate(config, _FORK_TO.value or _WORKDIR.value, restore_step=_RESTORE_STEP.value,
+                                      fork_from=_WORKDIR.value if _FORK_TO.value else None)
+    if result.get("preempted"):
+      logging.warning("preempted: checkpoint of step %d saved; exiting with status %d", result["step"],
+                      PREEMPTED_STATUS)
+      sys.exit(PREEMPTED_STATUS)
+    if config.eval.get("after_train", False):  # make demo ends with its verdict: model vs classical peers
+      from jaxinpaint import report
 
-        report.evaluate_and_print(config, _FORK_TO.value or _WORKDIR.value)
-      return
-    if _RESTORE_STEP.value is not None or _FORK_TO.value:
-      raise ValueError(f"--restore_step and --fork_to are for --mode=train, not --mode={_MODE.value}")
-    # other modes write results into the workdir too: one writer at a time
-    lock = workdir_lock.WorkdirLock(_WORKDIR.value) if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
-      getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, OSError, train.TrainingHalted, workdir_lock.WorkdirBusyError) as e:
-    if os.environ.get("JAXINPAINT_TRACEBACK"):
-      raise
-    logging.error("%s", e)
-    sys.stderr.write(f"error: {' '.join(str(e).split())}\n")
-    _exit(1)
-
-
-def _exit(status: int):
-  """Exits now, so that no background thread of a library (orbax's asyncio loops, grain's workers) prints a
-  traceback at interpreter shutdown below the error line; checkpoints are already waited for by then."""
-  logging.flush()
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(status)
+      report.evaluate_and_print(config, _FORK_TO.value or _WORKDIR.value)
+    return
+  if _RESTORE_STEP.value is not None or _FORK_TO.value:
+    raise ValueError(f"--restore_step and --fork_to are for --mode=train, not --mode={_MODE.value}")
+  # other modes write results into the workdir too: one writer at a time
+  lock = workdir_lock.WorkdirLock(_WORKDIR.value) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
 
 
 def parse_flags(argv):
@@ -127,4 +112,4 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  main()

@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jaxinpaint import progress
+from jaxinpaint import cli, progress
 from jaxinpaint.data import mask_packs
 
 
@@ -65,10 +65,8 @@ def run(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = _parser().parse_args(argv)
-  try:
-    lines = run(args)
-  except (ValueError, RuntimeError, OSError) as e:  # MaskPackError, bad kinds, unreachable buckets, disk errors
-    sys.exit(f"error: {e}")
+  # MaskPackError, bad kinds, unreachable buckets, disk errors; no library threads here: a plain SystemExit
+  lines = cli.guarded(lambda: run(args), (ValueError, RuntimeError, OSError), hard=False)
   print("\n".join(lines))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 import threading
 from typing import Any
 
@@ -173,7 +172,9 @@ def run_info(model: inpaint.Inpainter) -> dict[str, Any]:
 
 
 def main(argv=None) -> None:
-  from absl import app, flags
+  from absl import flags
+
+  from jaxinpaint import cli
 
   flags.DEFINE_string("workdir", None, "Trained run directory (config.json + checkpoints).")
   flags.DEFINE_string("host", "127.0.0.1", "Interface to listen on (0.0.0.0 to serve other machines).")
@@ -182,32 +183,22 @@ def main(argv=None) -> None:
   flags.mark_flags_as_required(["workdir"])
   FLAGS = flags.FLAGS
 
-  def run(args):
-    if len(args) > 1:
-      raise app.UsageError(f"unexpected arguments: {args[1:]}")
+  def run() -> None:
     import uvicorn
 
-    from jaxinpaint import xla_flags
-
-    xla_flags.set_cpu_flags()
-    try:
-      if FLAGS.max_pixels <= 0:
-        raise ValueError(f"--max_pixels must be positive; got {FLAGS.max_pixels}")
-      if not 0 < FLAGS.port < 65536:
-        raise ValueError(f"--port must be in 1..65535; got {FLAGS.port}")
-      model = inpaint.load(FLAGS.workdir)
-    except (ValueError, FileNotFoundError) as e:
-      if os.environ.get("JAXINPAINT_TRACEBACK"):
-        raise
-      sys.exit(f"error: {e}")
+    if FLAGS.max_pixels <= 0:
+      raise ValueError(f"--max_pixels must be positive; got {FLAGS.max_pixels}")
+    if not 0 < FLAGS.port < 65536:
+      raise ValueError(f"--port must be in 1..65535; got {FLAGS.port}")
+    model = inpaint.load(FLAGS.workdir)
     web = create_app(model, max_pixels=FLAGS.max_pixels, info=run_info(model))
     print(f"serving {FLAGS.workdir} on http://{FLAGS.host}:{FLAGS.port}", flush=True)
     try:
       uvicorn.run(web, host=FLAGS.host, port=FLAGS.port, log_level="warning")
     except (OSError, SystemExit) as e:  # uvicorn exits 1 when the port is taken
-      sys.exit(f"error: cannot serve on {FLAGS.host}:{FLAGS.port}: {e}")
+      cli.fail(f"cannot serve on {FLAGS.host}:{FLAGS.port}: {e}")
 
-  app.run(run, argv)
+  cli.run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,15 @@ def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int = FSDP_MIN_SI
   return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp, min_size)), abstract_state)
 
 
+def gather(x: Any) -> Any:
+  """A global array (or a pytree of them) as numpy arrays on every process's host (an all-gather across hosts)."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, jax.device_get(x))
+  from jax.experimental import multihost_utils  # multi-host only
+
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(x, tiled=True))
+
+
 def initialize_distributed() -> None:
   """`jax.distributed.initialize()`, with the process set taken from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
   and JAX_PROCESS_ID when they are set (launch/local.sh), else detected from the cluster (SLURM, ...)."""

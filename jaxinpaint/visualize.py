@@ -8,12 +8,9 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from jaxinpaint.imaging import to_uint8  # visualize.to_uint8: what its callers use
+
 GRID_COLUMNS = ("target", "mask", "input", "output", "composite", "error")
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-  """[-1, 1] float -> uint8 (clipped)."""
-  return np.round((np.clip(np.asarray(x, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
 def error_heatmap(target: np.ndarray, output: np.ndarray) -> np.ndarray:

@@ -1,11 +1,14 @@
-"""Shared by the tests: configs/<name>.py by name, a pytree's leaves as numpy, the sharded-vs-single-device run."""
+"""Shared by the tests: configs/<name>.py by name, a pytree's leaves as numpy, the sharded-vs-single-device run,
+a run directory without training, real 16-bit PNGs, a jaxpr's equations by primitive."""
 
 import os
+import struct
+import zlib
 
 import jax
 import numpy as np
 
-from jaxinpaint import configs_lib, sharding, train
+from jaxinpaint import checkpointing, configs_lib, evaluate, sharding, train
 from jaxinpaint.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,3 +39,43 @@ def sharded_and_single(config, num_batches: int = 2) -> dict[str, tuple[dict[str
       state, metrics = step(state, gbatch)
     out[name] = ({k: float(v) for k, v in metrics.compute().items()}, leaves((state.params, state.model_state)))
   return out
+
+
+def make_run(workdir, name="wconv", seed=0):
+  """A run directory as training leaves it (config.json + a checkpoint) holding the initial state: restoring
+  and predicting are what is tested, so no train step is compiled."""
+  config = evaluate.with_defaults(load_config(name))
+  config.seed = seed
+  trainer = train.Trainer(config)
+  state = trainer.initial_state()
+  train.save_config(config, workdir)
+  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
+  ckpt.save(config.num_train_steps, state, None, force=True)
+  ckpt.close()
+  return config, trainer, state
+
+
+def write_png16(path, array) -> None:
+  """Writes uint16 [H, W] / [H, W, 2|3|4] as a real 16-bit PNG (grey, LA, RGB, RGBA), without PIL's 8-bit path."""
+  a = np.asarray(array, np.uint16)
+  a = a[..., None] if a.ndim == 2 else a
+  h, w, c = a.shape
+  raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))  # filter type 0 per row
+
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+  header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def eqns_named(jaxpr, name):
+  """Every equation of primitive `name` in a jaxpr, sub-jaxprs (jit, custom_jvp, ...) included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == name:
+      yield eqn
+    for value in eqn.params.values():
+      inner = getattr(value, "jaxpr", value)
+      if hasattr(inner, "eqns"):
+        yield from eqns_named(inner, name)

@@ -14,8 +14,7 @@ from PIL import Image
 
 from jaxinpaint import ablate, train
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_evaluate import ROOT  # noqa: E402
+from helpers import ROOT  # tests/helpers.py
 
 CONFIGS = [os.path.join(ROOT, "configs", "wconv.py"), os.path.join(ROOT, "configs", "plain.py")]
 OVERRIDES = ["eval.masks=centre,free_form", "eval.examples=8", "eval.baselines=telea,mean_fill"]

@@ -13,28 +13,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxinpaint import baselines, checkpointing, evaluate, metrics, train
+from jaxinpaint import baselines, evaluate, metrics, train
 from jaxinpaint.data import mask_packs, masks, pipeline, sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train import load_config  # noqa: E402
+from helpers import ROOT, load_config, make_run  # tests/helpers.py
 
 KINDS = "centre,free_form,hole_20-30"
-
-
-def make_run(workdir, name="wconv", seed=0):
-  """A run directory as training leaves it (config.json + a checkpoint) holding the initial state: restoring
-  and predicting are what is tested, so no train step is compiled."""
-  config = evaluate.with_defaults(load_config(name))
-  config.seed = seed
-  trainer = train.Trainer(config)
-  state = trainer.initial_state()
-  train.save_config(config, workdir)
-  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
-  ckpt.save(config.num_train_steps, state, None, force=True)
-  ckpt.close()
-  return config, trainer, state
 
 
 @pytest.fixture(scope="module")

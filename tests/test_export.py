@@ -17,9 +17,7 @@ from PIL import Image
 from jaxinpaint import checkpointing, evaluate, export, inpaint, train
 from jaxinpaint.data import masks
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import load_config  # noqa: E402
-from test_evaluate import ROOT, make_run  # noqa: E402
+from helpers import ROOT, load_config, make_run  # tests/helpers.py
 
 CASES = ((1, 32, 32), (3, 64, 96))  # (batch, H, W): multiples of the tiny models' training size 32
 ROUND_TRIP = ("wconv", "gated")

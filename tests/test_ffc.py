@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxinpaint.layers import ffc
+from helpers import eqns_named  # tests/helpers.py
 
 EPS = 1e-5
 
@@ -124,17 +125,6 @@ def test_resnet_block_adds_its_input_to_each_part_and_checks_the_split():
   np.testing.assert_allclose(np.asarray(y_g), np.asarray(x_g + h[1]), rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match=r"needs the input split \(2, 6\); got 4 \+ 4"):
     block.init(jax.random.key(0), x_l[..., :1].repeat(4, -1), x_g[..., :4])
-
-
-def eqns_named(jaxpr, name):
-  """Every equation of primitive `name` in a jaxpr, sub-jaxprs (jit, custom_jvp, ...) included."""
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == name:
-      yield eqn
-    for value in eqn.params.values():
-      inner = getattr(value, "jaxpr", value)
-      if hasattr(inner, "eqns"):
-        yield from eqns_named(inner, name)
 
 
 def test_fourier_unit_runs_its_fft_in_float32_under_bfloat16_activations():

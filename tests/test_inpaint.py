@@ -13,8 +13,7 @@ from PIL import Image
 from jaxinpaint import inpaint, train, visualize
 from jaxinpaint.data import masks
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_evaluate import ROOT, make_run  # noqa: E402
+from helpers import ROOT, make_run, write_png16  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +195,6 @@ def save(path, array):
 
 
 def test_16_bit_and_coloured_mask_files_follow_the_one_mask_rule(model, tmp_path):
-  from test_mask_files import write_png16
   image, hole = photo(40, 56, seed=5)
   write_png16(tmp_path / "mask16.png", hole.astype(np.uint16) * 65535)
   result = inpaint.inpaint(model, image, str(tmp_path / "mask16.png"))

@@ -1,8 +1,6 @@
 """The one mask reader: white = hole at every bit depth and layout, anti-aliased edges cut at the threshold, colour
 refused in one line naming the file, black_hole the exact inverse, and the training mask folder reading the same."""
 
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,21 +8,7 @@ from PIL import Image
 
 from jaxinpaint.data import mask_files, masks
 from jaxinpaint.data.mask_files import MaskFileError, read_hole
-
-
-def write_png16(path, array) -> None:
-  """Writes uint16 [H, W] / [H, W, 2|3|4] as a real 16-bit PNG (grey, LA, RGB, RGBA), without PIL's 8-bit path."""
-  a = np.asarray(array, np.uint16)
-  a = a[..., None] if a.ndim == 2 else a
-  h, w, c = a.shape
-  raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))  # filter type 0 per row
-
-  def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-  header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
-  with open(path, "wb") as f:
-    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+from helpers import write_png16  # tests/helpers.py
 
 
 def soft_mask(h=24, w=40, seed=0):

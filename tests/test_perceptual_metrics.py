@@ -12,6 +12,7 @@ from flax import traverse_util
 from jaxinpaint import evaluate, sharding
 from jaxinpaint import perceptual_metrics as pm
 from jaxinpaint.data import sources
+from helpers import load_config  # tests/helpers.py
 
 
 def random_psd(rng, dim):
@@ -162,8 +163,6 @@ def test_weights_files_fail_in_one_line(tmp_path):
 
 
 def test_harness_adds_lpips_and_fid_columns_with_random_weights(tmp_path):
-  from test_evaluate import load_config
-
   config = evaluate.with_defaults(load_config())
   config.eval.masks, config.eval.examples, config.eval.batch_size = "centre", 4, 4
   eval_set = evaluate.EvalSet.from_config(config, 1)

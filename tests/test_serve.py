@@ -25,8 +25,7 @@ from PIL import Image
 from jaxinpaint import serve
 from jaxinpaint.data import mask_files
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_evaluate import ROOT, make_run  # noqa: E402
+from helpers import ROOT, make_run  # tests/helpers.py
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 PHOTO_SIZE = (301, 213)  # width x height: not multiples of the tiny model's 32, so pad mode crops back

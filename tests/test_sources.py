@@ -4,7 +4,6 @@ import math
 import os
 import pickle
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from PIL import Image
 
 from jaxinpaint.data import sources
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_mask_files import write_png16  # noqa: E402
+from helpers import write_png16  # tests/helpers.py
 
 
 def _write(path, array, **save_kwargs):

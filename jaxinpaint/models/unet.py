@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxinpaint import layers
+from jaxinpaint.imaging import composite  # noqa: F401 -- models.composite, for the tasks
 from jaxinpaint.layers.push_pull import push_pull_fill
 
 NORMS = ("batch", "weighted_batch", "none")
@@ -32,14 +33,6 @@ BLOCK_OUTPUT = "generator_block"
 
 
 upsample2 = layers.masked_conv.upsample2  # nearest x2, f32[B, H, W, C] -> f32[B, 2H, 2W, C]
-
-
-def composite(image: jnp.ndarray, output: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
-  """Known pixels from `image`, holes from `output`: valid * image + (1 - valid) * output.
-
-  image, output: f32[B, H, W, C]; valid: f32[B, H, W, 1] (1 = known).
-  """
-  return valid * image + (1.0 - valid) * output
 
 
 def check_unet_input(image: jnp.ndarray, valid: jnp.ndarray, depth: int) -> None:
