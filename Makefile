@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/wconv_demo
 
-.PHONY: install test check-imports demo bench clean
+.PHONY: install test lint check-imports demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(VENV)/.installed
 # Fails on an import cycle in the package, imports inside functions included.
 check-imports:
 	python3 scripts/check_import_cycles.py
+
+# ruff (configured in pyproject.toml: 2-space indentation, 120 columns, pyflakes rules): lint and format check.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The tests force 8 fake CPU devices themselves (tests/conftest.py).
 test: $(VENV)/.installed

@@ -39,17 +39,25 @@ def bench_config(name: str, size: int, batch: int, overrides: dict | None = None
 # the fast paths, whether config.train.remat reaches the generator)
 GPU_FORMS_UNET = {"model.decoder": "concat", "model.strided_grad": "xla", "model.pad_barrier": "off"}
 FAMILIES = {
-    "unet_wconv": ("wconv", GPU_FORMS_UNET, True),
-    "unet_pconv": ("pconv", GPU_FORMS_UNET, True),
-    "unet_plain": ("plain", GPU_FORMS_UNET, True),
-    "deepfill_v2": ("gated", {"model.strided_grad": "xla"}, True),
-    "deepfill_v1": ("deepfill_v1", {"model.strided_grad": "xla"}, True),
-    "lama": ("lama", {}, False),
-    "dcgan": ("dcgan", {}, False),
+  "unet_wconv": ("wconv", GPU_FORMS_UNET, True),
+  "unet_pconv": ("pconv", GPU_FORMS_UNET, True),
+  "unet_plain": ("plain", GPU_FORMS_UNET, True),
+  "deepfill_v2": ("gated", {"model.strided_grad": "xla"}, True),
+  "deepfill_v1": ("deepfill_v1", {"model.strided_grad": "xla"}, True),
+  "lama": ("lama", {}, False),
+  "dcgan": ("dcgan", {}, False),
 }
 
-def family_config(family: str, size: int, batch: int, dtype: str = "float32", remat: str = "none",
-                  variant: str = "", gpu_forms: bool = True):
+
+def family_config(
+  family: str,
+  size: int,
+  batch: int,
+  dtype: str = "float32",
+  remat: str = "none",
+  variant: str = "",
+  gpu_forms: bool = True,
+):
   """configs/<file>.py for `family` at `size` px, batch `batch`, dtype and remat; with `gpu_forms` the fast paths
   are set to their GPU forms, else left at the config's ('auto')."""
   file, overrides, _ = FAMILIES[family]

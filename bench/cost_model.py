@@ -41,8 +41,8 @@ from absl import app, flags  # noqa: E402
 # H100 SXM5 80 GB (NVIDIA H100 datasheet, 2023): FP32 67 T, TF32 tensor 494.7 T, BF16 tensor 989.4 T, 3.35 TB/s.
 # JAX's default precision lets f32 convolutions run as TF32 on these GPUs, so f32 uses the TF32 peak.
 GPUS = {
-    "A100": {"float32": 156e12, "bfloat16": 312e12, "fp32_no_tensor_cores": 19.5e12, "hbm_bytes_per_s": 2.039e12},
-    "H100": {"float32": 494.7e12, "bfloat16": 989.4e12, "fp32_no_tensor_cores": 67e12, "hbm_bytes_per_s": 3.35e12},
+  "A100": {"float32": 156e12, "bfloat16": 312e12, "fp32_no_tensor_cores": 19.5e12, "hbm_bytes_per_s": 2.039e12},
+  "H100": {"float32": 494.7e12, "bfloat16": 989.4e12, "fp32_no_tensor_cores": 67e12, "hbm_bytes_per_s": 3.35e12},
 }
 
 from common import FAMILIES, family_config  # noqa: E402  (shared with bench/device_check.py)
@@ -72,8 +72,7 @@ def _cost(compiled) -> dict:
 
 def _memory(compiled) -> int:
   mem = compiled.memory_analysis()
-  return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-             - mem.alias_size_in_bytes)
+  return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
 
 
 OPTIONS = {"xla_backend_optimization_level": 0}  # LLVM -O0: same HLO and buffers, a fraction of the compile time
@@ -86,10 +85,13 @@ def compile_train(config):
   from jaxinpaint import train
 
   trainer = train.Trainer(config, jax.devices()[:1])
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_shardings[k])
-           for k, v in train.example_batch(config, config.batch_size).items()}
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), trainer.abstract_state,
-                       trainer.state_shardings)
+  batch = {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_shardings[k])
+    for k, v in train.example_batch(config, config.batch_size).items()
+  }
+  state = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), trainer.abstract_state, trainer.state_shardings
+  )
   return trainer._jit_train_step(trainer.task).lower(state, batch).compile(OPTIONS), trainer
 
 
@@ -154,9 +156,16 @@ def measure(family: str, size: int, dtype: str, remat: str) -> dict:
   mem0, mem1 = line(points[1]["memory"], points[2]["memory"])
   flops0, flops1 = line(points[1]["flops"], points[2]["flops"])
   bytes0, bytes1 = line(points[1]["bytes"], points[2]["bytes"])
-  row["train"] = {"flops_per_image": flops1, "bytes_per_image": bytes1, "flops_fixed": flops0,
-                  "bytes_fixed": bytes0, "memory_fixed": mem0, "memory_per_image": mem1,
-                  "memory_batch1": points[1]["memory"], "memory_batch2": points[2]["memory"]}
+  row["train"] = {
+    "flops_per_image": flops1,
+    "bytes_per_image": bytes1,
+    "flops_fixed": flops0,
+    "bytes_fixed": bytes0,
+    "memory_fixed": mem0,
+    "memory_per_image": mem1,
+    "memory_batch1": points[1]["memory"],
+    "memory_batch2": points[2]["memory"],
+  }
   biggest = max_batch(mem0, mem1, budget)
   row["max_batch"] = biggest
   known = {1: points[1]["memory"], 2: points[2]["memory"]}
@@ -165,8 +174,12 @@ def measure(family: str, size: int, dtype: str, remat: str) -> dict:
       break
     used = _memory(compile_train(family_config(family, size, biggest, dtype, remat, FLAGS.tiny))[0])
     known[biggest] = used
-    row["verified"] = {"batch": biggest, "memory": used, "fits": used <= budget,
-                       "line_error": (used - (mem0 + mem1 * biggest)) / used}
+    row["verified"] = {
+      "batch": biggest,
+      "memory": used,
+      "fits": used <= budget,
+      "line_error": (used - (mem0 + mem1 * biggest)) / used,
+    }
     if used <= budget:
       break
     lo = max(b for b in known if b < biggest)  # the line through the largest fitting point and this one
@@ -191,26 +204,35 @@ def rows_to_markdown(rows: list[dict]) -> str:
   """The cost table (f32, no remat) and the memory table (largest batch per dtype/remat) as Markdown."""
   g = lambda x: f"{x / 1e9:,.1f}"
   gb = lambda x: f"{x / 1e9:.3f}"
-  out = ["| family | px | train GFLOP/img | train GB accessed/img | infer GFLOP/img | memory GB: fixed + per img | "
-         f"A100 step s (b{FLAGS.projection_batch}) | H100 step s | A100 infer s | H100 infer s |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+  out = [
+    "| family | px | train GFLOP/img | train GB accessed/img | infer GFLOP/img | memory GB: fixed + per img | "
+    f"A100 step s (b{FLAGS.projection_batch}) | H100 step s | A100 infer s | H100 infer s |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     if r["dtype"] != "float32" or r["remat"] != "none":
       continue
     t, p = r["train"], r["projection"]
     inf = r.get("inference")
-    cell = lambda kind, gpu: (f"{p[kind][gpu]['step_s']:.3f} ({p[kind][gpu]['bound'][0]})" if kind in p else "-")
-    out.append(f"| {r['family']} | {r['size']} | {g(t['flops_per_image'])} | {g(t['bytes_per_image'])} | "
-               f"{g(inf['flops_per_image']) if inf else '-'} | {gb(t['memory_fixed'])} + {gb(t['memory_per_image'])} | "
-               f"{cell('train', 'A100')} | {cell('train', 'H100')} | {cell('inference', 'A100')} | "
-               f"{cell('inference', 'H100')} |")
-  out += ["", f"| family | px | dtype | remat | max batch ({FLAGS.memory_gb:g} GB) | verified at | "
-          f"FSDP={FLAGS.fsdp} max batch |", "|---|---|---|---|---|---|---|"]
+    cell = lambda kind, gpu: f"{p[kind][gpu]['step_s']:.3f} ({p[kind][gpu]['bound'][0]})" if kind in p else "-"
+    out.append(
+      f"| {r['family']} | {r['size']} | {g(t['flops_per_image'])} | {g(t['bytes_per_image'])} | "
+      f"{g(inf['flops_per_image']) if inf else '-'} | {gb(t['memory_fixed'])} + {gb(t['memory_per_image'])} | "
+      f"{cell('train', 'A100')} | {cell('train', 'H100')} | {cell('inference', 'A100')} | "
+      f"{cell('inference', 'H100')} |"
+    )
+  out += [
+    "",
+    f"| family | px | dtype | remat | max batch ({FLAGS.memory_gb:g} GB) | verified at | FSDP={FLAGS.fsdp} max batch |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     v = r.get("verified")
     check = f"{v['memory'] / 1e9:.1f} GB {'fits' if v['fits'] else 'DOES NOT FIT'}" if v else "-"
-    out.append(f"| {r['family']} | {r['size']} | {r['dtype']} | {r['remat']} | {r['max_batch']} | {check} | "
-               f"{r['fsdp']['max_batch']} |")
+    out.append(
+      f"| {r['family']} | {r['size']} | {r['dtype']} | {r['remat']} | {r['max_batch']} | {check} | "
+      f"{r['fsdp']['max_batch']} |"
+    )
   return "\n".join(out)
 
 
@@ -230,8 +252,13 @@ def main(argv):
   unknown = [f for f in FLAGS.families if f not in FAMILIES]
   if unknown:
     raise app.UsageError(f"unknown families {unknown}; known: {list(FAMILIES)}")
-  header = {"what": "cost model (PROJECTION from compiled HLO; no GPU measurement)", "jax": package_version("jax"),
-            "backend": jax.default_backend(), "memory_gb": FLAGS.memory_gb, "gpus": GPUS}
+  header = {
+    "what": "cost model (PROJECTION from compiled HLO; no GPU measurement)",
+    "jax": package_version("jax"),
+    "backend": jax.default_backend(),
+    "memory_gb": FLAGS.memory_gb,
+    "gpus": GPUS,
+  }
   print(json.dumps(header), flush=True)
   rows = []
   sizes = [int(s) for s in FLAGS.sizes]
@@ -246,8 +273,13 @@ def main(argv):
       try:
         row = measure(family, size, dtype, remat)
       except Exception as e:  # one failing family (e.g. one that does not build at this size) leaves the rest
-        row = {"family": family, "size": size, "dtype": dtype, "remat": remat,
-               "failed": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        row = {
+          "family": family,
+          "size": size,
+          "dtype": dtype,
+          "remat": remat,
+          "failed": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        }
       print(json.dumps(row), flush=True)
       if FLAGS.out:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

@@ -59,8 +59,9 @@ def cases() -> list[dict]:
         if choice not in FLAGS.choices:
           continue
         other = next(f for f in FAST_PATHS[choice] if f != resolve(choice, "auto"))
-        out.append({"family": family, "dtype": dtype, "flip": f"{choice}={other}",
-                    "overrides": {f"model.{choice}": other}})
+        out.append(
+          {"family": family, "dtype": dtype, "flip": f"{choice}={other}", "overrides": {f"model.{choice}": other}}
+        )
   return out
 
 
@@ -85,8 +86,9 @@ def run_case(case: dict) -> dict:
   from jaxinpaint import sharding, train
 
   size = 32 if FLAGS.tiny else FLAGS.size
-  config = family_config(case["family"], size, FLAGS.batch, case["dtype"], "none", "tiny" if FLAGS.tiny else "",
-                         gpu_forms=False)
+  config = family_config(
+    case["family"], size, FLAGS.batch, case["dtype"], "none", "tiny" if FLAGS.tiny else "", gpu_forms=False
+  )
   for key, value in case["overrides"].items():  # at most one choice flipped away from 'auto'
     config.model[key.split(".", 1)[1]] = value
   trainer = train.Trainer(config, jax.devices()[:1])
@@ -105,28 +107,40 @@ def run_case(case: dict) -> dict:
   state = holder["state"]
   predict = jax.jit(lambda p, s, b: trainer.task.predict(p, s, b)["output"])
   infer_s = median_time(lambda: predict(state.params, state.model_state, batch), FLAGS.steps, 1)
-  return {**{k: case[k] for k in ("family", "dtype", "flip")}, "size": size, "batch": FLAGS.batch,
-          "compile_s": round(compile_s, 2), "step_s": round(step_s, 5), "images_per_s": round(FLAGS.batch / step_s, 2),
-          "infer_s": round(infer_s, 5), "infer_images_per_s": round(FLAGS.batch / infer_s, 2)}
+  return {
+    **{k: case[k] for k in ("family", "dtype", "flip")},
+    "size": size,
+    "batch": FLAGS.batch,
+    "compile_s": round(compile_s, 2),
+    "step_s": round(step_s, 5),
+    "images_per_s": round(FLAGS.batch / step_s, 2),
+    "infer_s": round(infer_s, 5),
+    "infer_images_per_s": round(FLAGS.batch / infer_s, 2),
+  }
 
 
 def table(rows: list[dict]) -> str:
   """Markdown: one line per case; a flip faster than its 'auto' row is marked."""
   auto = {(r["family"], r["dtype"]): r for r in rows if r.get("flip") is None and "step_s" in r}
-  out = ["| family | dtype | form | train img/s | infer img/s | vs auto (train, infer) | compile s |",
-         "|---|---|---|---|---|---|---|"]
+  out = [
+    "| family | dtype | form | train img/s | infer img/s | vs auto (train, infer) | compile s |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     if "step_s" not in r:
-      out.append(f"| {r['family']} | {r['dtype']} | {r.get('flip') or 'auto'} | {r.get('skipped', r.get('failed'))} "
-                 "| | | |")
+      out.append(
+        f"| {r['family']} | {r['dtype']} | {r.get('flip') or 'auto'} | {r.get('skipped', r.get('failed'))} | | | |"
+      )
       continue
     base = auto.get((r["family"], r["dtype"]))
     ratio = ""
     if r.get("flip") and base:
       t, i = base["step_s"] / r["step_s"], base["infer_s"] / r["infer_s"]
       ratio = f"{t:.2f}x, {i:.2f}x" + (" FASTER THAN AUTO" if max(t, i) > 1.05 else "")
-    out.append(f"| {r['family']} | {r['dtype']} | {r.get('flip') or 'auto'} | {r['images_per_s']} | "
-               f"{r['infer_images_per_s']} | {ratio} | {r['compile_s']} |")
+    out.append(
+      f"| {r['family']} | {r['dtype']} | {r.get('flip') or 'auto'} | {r['images_per_s']} | "
+      f"{r['infer_images_per_s']} | {ratio} | {r['compile_s']} |"
+    )
   return "\n".join(out)
 
 
@@ -145,8 +159,14 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"unknown families {unknown}; known: {list(FAMILIES)}")
   device = jax.devices()[0]
-  header = {"backend": jax.default_backend(), "device": device.device_kind, "jax": package_version("jax"),
-            "host": platform.node(), "tiny": FLAGS.tiny, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  header = {
+    "backend": jax.default_backend(),
+    "device": device.device_kind,
+    "jax": package_version("jax"),
+    "host": platform.node(),
+    "tiny": FLAGS.tiny,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
   print(json.dumps(header), flush=True)
   t0 = time.perf_counter()
   rows = []
@@ -157,8 +177,10 @@ def main(argv):
       try:
         row = run_case(case)
       except Exception as e:  # one failing case leaves the others
-        row = {**{k: case[k] for k in ("family", "dtype", "flip")},
-               "failed": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        row = {
+          **{k: case[k] for k in ("family", "dtype", "flip")},
+          "failed": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+        }
     print(json.dumps(row), flush=True)
     rows.append(row)
   out = FLAGS.out or os.path.join(ROOT, "bench", "results", f"device_check_{jax.default_backend()}.json")

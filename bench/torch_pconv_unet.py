@@ -70,8 +70,14 @@ class PConv(nn.Module):
 class PConvUNet(nn.Module):
   """The partial-conv inpainting U-Net (NCHW API, use channels_last tensors for speed)."""
 
-  def __init__(self, depth: int = 7, features=(64, 128, 256, 512), kernel_sizes=(7, 5, 5, 3),
-               momentum: float = 0.01, eps: float = 1e-5):
+  def __init__(
+    self,
+    depth: int = 7,
+    features=(64, 128, 256, 512),
+    kernel_sizes=(7, 5, 5, 3),
+    momentum: float = 0.01,
+    eps: float = 1e-5,
+  ):
     super().__init__()
     self.depth = depth
     width = lambda level: features[min(level, len(features) - 1)]

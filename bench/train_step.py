@@ -35,12 +35,12 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 # name -> (configs/<file>.py, {dotted config key: value})
 MODELS = {
-    "unet_partial": ("pconv", {}),
-    "unet_partial_concat": ("pconv", {"model.decoder": "concat"}),  # the unfused decoder form, for comparison
-    "unet_weighted": ("wconv", {}),
-    "unet_gated": ("wconv", {"model.conv": "gated"}),
-    "unet_plain": ("plain", {}),
-    "deepfill_v2_snpatchgan": ("gated", {}),
+  "unet_partial": ("pconv", {}),
+  "unet_partial_concat": ("pconv", {"model.decoder": "concat"}),  # the unfused decoder form, for comparison
+  "unet_weighted": ("wconv", {}),
+  "unet_gated": ("wconv", {"model.conv": "gated"}),
+  "unet_plain": ("plain", {}),
+  "deepfill_v2_snpatchgan": ("gated", {}),
 }
 
 flags.DEFINE_list("models", list(MODELS), "Models to time (keys of MODELS).")
@@ -114,14 +114,27 @@ def time_model(name: str) -> dict:
     jax.block_until_ready(predict(state.params, state.model_state, b))
     first_s = time.perf_counter() - t0
     seconds = median_time(lambda: predict(state.params, state.model_state, b), FLAGS.steps, 1)
-    inference[str(size)] = {"images_per_s": round(FLAGS.infer_batch / seconds, 3), "s_per_batch": round(seconds, 4),
-                            "compile_and_first_s": round(first_s, 1)}
+    inference[str(size)] = {
+      "images_per_s": round(FLAGS.infer_batch / seconds, 3),
+      "s_per_batch": round(seconds, 4),
+      "compile_and_first_s": round(first_s, 1),
+    }
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  return {"model": name, "config": MODELS[name][0], "task": config.task, "params": n_params, "size": FLAGS.size,
-          "batch": FLAGS.batch, "compile_s": round(compile_s, 1), "step_s": round(step_s, 4),
-          "images_per_s": round(FLAGS.batch / step_s, 3), "xla_step_memory_mb": round(xla_bytes / 2**20, 1),
-          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-          "inference_batch": FLAGS.infer_batch, "inference": inference}
+  return {
+    "model": name,
+    "config": MODELS[name][0],
+    "task": config.task,
+    "params": n_params,
+    "size": FLAGS.size,
+    "batch": FLAGS.batch,
+    "compile_s": round(compile_s, 1),
+    "step_s": round(step_s, 4),
+    "images_per_s": round(FLAGS.batch / step_s, 3),
+    "xla_step_memory_mb": round(xla_bytes / 2**20, 1),
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    "inference_batch": FLAGS.infer_batch,
+    "inference": inference,
+  }
 
 
 def pipeline_rate() -> dict:
@@ -129,8 +142,14 @@ def pipeline_rate() -> dict:
   from jaxinpaint.data import pipeline
 
   config = model_config("unet_partial", FLAGS.size, FLAGS.batch)
-  config.data.update(source="demo", name="demo", resize=None, shorter_side=2 * FLAGS.size, train_split="train",
-                     num_workers=FLAGS.pipeline_workers)
+  config.data.update(
+    source="demo",
+    name="demo",
+    resize=None,
+    shorter_side=2 * FLAGS.size,
+    train_split="train",
+    num_workers=FLAGS.pipeline_workers,
+  )
   it = pipeline.make_train_iterator(config)
   for _ in range(3):
     next(it)
@@ -138,9 +157,13 @@ def pipeline_rate() -> dict:
   for _ in range(FLAGS.pipeline_batches):
     next(it)
   seconds = time.perf_counter() - t0
-  return {"pipeline": "grain demo source, free_form masks, resize + crop + flip", "size": FLAGS.size,
-          "batch": FLAGS.batch, "workers": FLAGS.pipeline_workers,
-          "images_per_s": round(FLAGS.pipeline_batches * FLAGS.batch / seconds, 1)}
+  return {
+    "pipeline": "grain demo source, free_form masks, resize + crop + flip",
+    "size": FLAGS.size,
+    "batch": FLAGS.batch,
+    "workers": FLAGS.pipeline_workers,
+    "images_per_s": round(FLAGS.pipeline_batches * FLAGS.batch / seconds, 1),
+  }
 
 
 def main(argv):
@@ -151,8 +174,11 @@ def main(argv):
   unknown = [m for m in FLAGS.models if m not in MODELS]
   if unknown:
     raise app.UsageError(f"unknown models {unknown}; known: {list(MODELS)}")
-  machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-             "load": round(os.getloadavg()[0], 2)}
+  machine = {
+    "cpu": platform.processor() or platform.machine(),
+    "cores": os.cpu_count(),
+    "load": round(os.getloadavg()[0], 2),
+  }
   from jaxinpaint import xla_flags
 
   from common import package_version
@@ -160,9 +186,17 @@ def main(argv):
   print(json.dumps({"machine": machine, "jax": package_version("jax"), "xla_flags": xla_flags.set_cpu_flags()}))
   rates = []
   for name in FLAGS.models:
-    args = [sys.executable, os.path.abspath(__file__), f"--child={name}", f"--size={FLAGS.size}",
-            f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
-            f"--infer_sizes={','.join(FLAGS.infer_sizes)}", f"--infer_batch={FLAGS.infer_batch}"]
+    args = [
+      sys.executable,
+      os.path.abspath(__file__),
+      f"--child={name}",
+      f"--size={FLAGS.size}",
+      f"--batch={FLAGS.batch}",
+      f"--steps={FLAGS.steps}",
+      f"--warmup={FLAGS.warmup}",
+      f"--infer_sizes={','.join(FLAGS.infer_sizes)}",
+      f"--infer_batch={FLAGS.infer_batch}",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:

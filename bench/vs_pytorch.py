@@ -154,7 +154,7 @@ def run_worker(kind: str):
   """Line protocol on stdin/stdout: 'train N' / 'inference N' -> {"times": [...], "cpu": [...]} (wall and
   process CPU seconds per step); 'peak' -> {"gflops": x}."""
   if FLAGS.cores:  # before torch/jax start their thread pools, which size themselves to the affinity mask
-    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:FLAGS.cores]))
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: FLAGS.cores]))
   if kind.startswith("jax"):
     from jaxinpaint import xla_flags
 
@@ -187,9 +187,18 @@ def run_worker(kind: str):
 class Proc:
   def __init__(self, kind):
     models = FLAGS.models if kind == "torch" else [kind.split("_")[1]]
-    args = [sys.executable, os.path.abspath(__file__), f"--worker={kind}", f"--size={FLAGS.size}",
-            f"--batch={FLAGS.batch}", f"--warmup={FLAGS.warmup}", f"--models={','.join(models)}",
-            f"--jax_flags={FLAGS.jax_flags}", f"--jax_project_flags={FLAGS.jax_project_flags}", f"--cores={FLAGS.cores}"]
+    args = [
+      sys.executable,
+      os.path.abspath(__file__),
+      f"--worker={kind}",
+      f"--size={FLAGS.size}",
+      f"--batch={FLAGS.batch}",
+      f"--warmup={FLAGS.warmup}",
+      f"--models={','.join(models)}",
+      f"--jax_flags={FLAGS.jax_flags}",
+      f"--jax_project_flags={FLAGS.jax_project_flags}",
+      f"--cores={FLAGS.cores}",
+    ]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "bench")]))
     self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     self.ready = self.read()
@@ -238,23 +247,40 @@ def race():
   peak = max(max(v) for v in peaks.values())
   import torch
 
-  info = {"size": FLAGS.size, "batch": FLAGS.batch, "cpu": platform.processor() or platform.machine(),
-            "cores": FLAGS.cores or os.cpu_count(), "load_before": round(load[0], 2), "load_after": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__, "jax": package_version("jax")}
+  info = {
+    "size": FLAGS.size,
+    "batch": FLAGS.batch,
+    "cpu": platform.processor() or platform.machine(),
+    "cores": FLAGS.cores or os.cpu_count(),
+    "load_before": round(load[0], 2),
+    "load_after": round(os.getloadavg()[0], 2),
+    "torch": torch.__version__,
+    "jax": package_version("jax"),
+  }
   print(json.dumps({"matmul_peak_gflops": {k: round(max(v), 1) for k, v in peaks.items()}, **info}))
   for mode in FLAGS.models:
     flops = train_flops if mode == "train" else fwd_flops
     med = {k: float(np.median(times[(k, mode)])) for k in ("torch", "jax")}
     med_cpu = {k: float(np.median(cpu[(k, mode)])) for k in ("torch", "jax")}
-    print(json.dumps({
-        "model": f"pconv_unet_{mode}", "torch_step_s": round(med["torch"], 4), "jax_step_s": round(med["jax"], 4),
-        "ratio_torch_over_jax": round(med["torch"] / med["jax"], 3),
-        "torch_cpu_s": round(med_cpu["torch"], 4), "jax_cpu_s": round(med_cpu["jax"], 4),
-        "cpu_ratio_torch_over_jax": round(med_cpu["torch"] / med_cpu["jax"], 3),
-        "model_gflop": round(flops / 1e9, 1),
-        "torch_fraction_of_peak": round(flops / med["torch"] / 1e9 / peak, 3),
-        "jax_fraction_of_peak": round(flops / med["jax"] / 1e9 / peak, 3),
-        "timed_steps": len(times[("jax", mode)]), **info}), flush=True)
+    print(
+      json.dumps(
+        {
+          "model": f"pconv_unet_{mode}",
+          "torch_step_s": round(med["torch"], 4),
+          "jax_step_s": round(med["jax"], 4),
+          "ratio_torch_over_jax": round(med["torch"] / med["jax"], 3),
+          "torch_cpu_s": round(med_cpu["torch"], 4),
+          "jax_cpu_s": round(med_cpu["jax"], 4),
+          "cpu_ratio_torch_over_jax": round(med_cpu["torch"] / med_cpu["jax"], 3),
+          "model_gflop": round(flops / 1e9, 1),
+          "torch_fraction_of_peak": round(flops / med["torch"] / 1e9 / peak, 3),
+          "jax_fraction_of_peak": round(flops / med["jax"] / 1e9 / peak, 3),
+          "timed_steps": len(times[("jax", mode)]),
+          **info,
+        }
+      ),
+      flush=True,
+    )
 
 
 def check():
@@ -273,8 +299,13 @@ def check():
   task = tasks.make_task(config)
   image, valid = batch_arrays(size, batch, seed=1)
   variables = task.init(jax.random.key(0), {"image": image, "valid": valid})
-  (loss, (_, _)) = task.loss_fn(variables["params"], {k: v for k, v in variables.items() if k != "params"},
-                                {"image": image, "valid": valid}, jax.random.key(1), 0)
+  (loss, (_, _)) = task.loss_fn(
+    variables["params"],
+    {k: v for k, v in variables.items() if k != "params"},
+    {"image": image, "valid": valid},
+    jax.random.key(1),
+    0,
+  )
   out_jax, _ = task.model.apply(variables, image, valid, train=True, mutable=["batch_stats"])
   net = PConvUNet(depth=depth_for(size))
   copy_params_to_torch(variables["params"], net)
@@ -285,8 +316,17 @@ def check():
     loss_torch = pconv_loss(out_torch, to(image), to(valid))
   out_torch = out_torch.permute(0, 2, 3, 1).numpy()
   err = float(np.max(np.abs(out_torch - np.asarray(out_jax))))
-  print(json.dumps({"check": "pconv_unet", "size": size, "max_abs_output_diff": err,
-                    "loss_jax": float(loss), "loss_torch": float(loss_torch)}))
+  print(
+    json.dumps(
+      {
+        "check": "pconv_unet",
+        "size": size,
+        "max_abs_output_diff": err,
+        "loss_jax": float(loss),
+        "loss_torch": float(loss_torch),
+      }
+    )
+  )
   if err > 1e-3 or abs(float(loss) - float(loss_torch)) > 1e-4 * max(1.0, abs(float(loss))):
     raise SystemExit("the PyTorch and JAX nets disagree")
 

@@ -32,9 +32,15 @@ from jaxinpaint.configs_lib import apply_variant, base_config
 def get_config(arg=None):
   config = apply_variant(base_config(), arg)  # validates `arg`; the sections below are replaced per variant
   config.task = "dcgan"
-  config.model = ml_collections.ConfigDict(dict(
-      name="dcgan", latent_dim=100, generator_features=(1024, 512, 256, 128),
-      discriminator_features=(64, 128, 256, 512), norm_momentum=0.9))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      name="dcgan",
+      latent_dim=100,
+      generator_features=(1024, 512, 256, 128),
+      discriminator_features=(64, 128, 256, 512),
+      norm_momentum=0.9,
+    )
+  )
   config.loss = ml_collections.ConfigDict(dict(gan_loss="sigmoid_ce"))
   config.optim.update(learning_rate=2e-4, end_learning_rate=2e-4, schedule="constant", b1=0.5, b2=0.999)
   config.optim.discriminator_learning_rate = 2e-4
@@ -44,10 +50,23 @@ def get_config(arg=None):
   config.data.resize = (78, 64)  # 178x218 -> 64x78 (aspect kept), then 64x64 crops
   config.masks.update(kind="centre", eval_kind="centre")  # GAN training ignores masks; eval fills the centre
   config.train.update(log_every=100, eval_every=5000, checkpoint_every=5000)
-  config.completion = ml_collections.ConfigDict(dict(
-      iterations=1000, learning_rate=0.01, b1=0.9, b2=0.999, lam=0.1, weighted=False, window=7,
-      blend="composite", poisson_iterations=2000, eval_iterations=100, num_images=64, seed=0,
-      discriminator_stats="batch"))  # D's BatchNorm while completing: this batch's statistics (bamos) or "running"
+  config.completion = ml_collections.ConfigDict(
+    dict(
+      iterations=1000,
+      learning_rate=0.01,
+      b1=0.9,
+      b2=0.999,
+      lam=0.1,
+      weighted=False,
+      window=7,
+      blend="composite",
+      poisson_iterations=2000,
+      eval_iterations=100,
+      num_images=64,
+      seed=0,
+      discriminator_stats="batch",
+    )
+  )  # D's BatchNorm while completing: this batch's statistics (bamos) or "running"
 
   if arg in ("demo", "tiny"):
     config.data.update(source="lfw", name="lfw", train_split="train", eval_split="eval", shorter_side=0)

@@ -19,14 +19,19 @@ def deepfill_config(arg, *, generator: str, cnum: int):
   """The DeepFill sections shared by configs/gated.py and configs/deepfill_v1.py (v2 values)."""
   config = apply_variant(base_config(), arg)  # data and logging of the variant; model sections replaced below
   config.task = "deepfill"
-  config.model = ml_collections.ConfigDict(dict(name=generator, cnum=cnum, softmax_scale=10.0,
-                                                   attention_similarity="reference",
-                                                   strided_grad="auto"))  # layers/masked_conv.FAST_PATHS
+  config.model = ml_collections.ConfigDict(
+    dict(name=generator, cnum=cnum, softmax_scale=10.0, attention_similarity="reference", strided_grad="auto")
+  )  # layers/masked_conv.FAST_PATHS
   # local_*: v1's local critic; its window is local_fraction of the image side (160 at 256 px: the largest hole
   # `random_box` draws, so the window always holds the whole hole, as the reference's local patch = hole box)
-  config.discriminator = ml_collections.ConfigDict(dict(
-      name="sn_patchgan", features=(64, 128, 256, 256, 256, 256), local_features=(64, 128, 256, 512),
-      local_fraction=160 / 256))
+  config.discriminator = ml_collections.ConfigDict(
+    dict(
+      name="sn_patchgan",
+      features=(64, 128, 256, 256, 256, 256),
+      local_features=(64, 128, 256, 512),
+      local_fraction=160 / 256,
+    )
+  )
   config.gan = ml_collections.ConfigDict(dict(loss="hinge", weight=1.0, n_critic=1, gp_weight=0.0))
   config.loss = ml_collections.ConfigDict(dict(name="l1", l1_weight=1.0, coarse_weight=1.0, discount_gamma=0.9))
   config.optim.update(learning_rate=1e-4, end_learning_rate=1e-4, schedule="constant", b1=0.5, b2=0.999)

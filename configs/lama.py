@@ -23,16 +23,32 @@ from jaxinpaint.configs_lib import apply_variant, base_config
 def get_config(arg=None):
   config = apply_variant(base_config(), None if arg == "big" else arg)
   config.task = "lama"
-  config.model = ml_collections.ConfigDict(dict(
-      name="lama", ngf=64, n_downsampling=3, n_blocks=18 if arg == "big" else 9, ratio_g=0.75, max_features=1024,
-      norm_momentum=0.9))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      name="lama",
+      ngf=64,
+      n_downsampling=3,
+      n_blocks=18 if arg == "big" else 9,
+      ratio_g=0.75,
+      max_features=1024,
+      norm_momentum=0.9,
+    )
+  )
   config.discriminator = ml_collections.ConfigDict(dict(name="nlayer", ndf=64, n_layers=4))
-  config.loss = ml_collections.ConfigDict(dict(
-      name="lama", l1_known=10.0, l1_missing=0.0, adversarial_weight=10.0, r1_weight=0.001,
-      mask_as_fake_target=True, feature_matching_weight=100.0,
+  config.loss = ml_collections.ConfigDict(
+    dict(
+      name="lama",
+      l1_known=10.0,
+      l1_missing=0.0,
+      adversarial_weight=10.0,
+      r1_weight=0.001,
+      mask_as_fake_target=True,
+      feature_matching_weight=100.0,
       perceptual_weight=30.0,  # ResNet-PL's weight (also given to the VGG16 stand-in)
       resnet_pl_weights="",  # local .npz from scripts/convert_resnet_pl.py; '' = try vgg_weights
-      vgg_weights=""))  # local .npz from scripts/convert_vgg16.py; both '' = no perceptual term (said in every table)
+      vgg_weights="",
+    )
+  )  # local .npz from scripts/convert_vgg16.py; both '' = no perceptual term (said in every table)
   config.optim.update(learning_rate=1e-3, end_learning_rate=1e-3, schedule="constant", grad_clip_norm=1.0)
   config.d_optim = ml_collections.ConfigDict(config.optim.to_dict())
   config.d_optim.update(learning_rate=1e-4, end_learning_rate=1e-4)

@@ -30,8 +30,16 @@ from jaxinpaint import baselines, configs_lib, evaluate
 from jaxinpaint import perceptual_metrics as perceptual_lib
 
 # How tables name the configs this project ships; others appear under their file name.
-LABELS = {"wconv": "WConv", "pconv": "PConv", "plain": "Plain conv", "gated": "DeepFill v2 (gated)",
-          "deepfill_v1": "DeepFill v1", "deepfill_v2": "DeepFill v2", "dcgan": "DCGAN", "lama": "LaMa"}
+LABELS = {
+  "wconv": "WConv",
+  "pconv": "PConv",
+  "plain": "Plain conv",
+  "gated": "DeepFill v2 (gated)",
+  "deepfill_v1": "DeepFill v1",
+  "deepfill_v2": "DeepFill v2",
+  "dcgan": "DCGAN",
+  "lama": "LaMa",
+}
 # Data settings that define the held-out images; runs that differ here cannot share one table.
 SHARED_DATA_KEYS = ("source", "name", "path", "eval_split", "image_size", "resize", "shorter_side")
 
@@ -80,9 +88,10 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
 
 def run_names(paths: Sequence[str]) -> list[str]:
   """Run directory names: the config file stems, numbered when one appears twice."""
-  stems = [os.path.splitext(os.path.basename(p.rsplit(":", 1)[0] if ":" in os.path.basename(p) else p))[0]
-           for p in paths]
-  return [s if stems.count(s) == 1 else f"{s}_{stems[:i + 1].count(s)}" for i, s in enumerate(stems)]
+  stems = [
+    os.path.splitext(os.path.basename(p.rsplit(":", 1)[0] if ":" in os.path.basename(p) else p))[0] for p in paths
+  ]
+  return [s if stems.count(s) == 1 else f"{s}_{stems[: i + 1].count(s)}" for i, s in enumerate(stems)]
 
 
 def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
@@ -92,13 +101,22 @@ def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
     for key in SHARED_DATA_KEYS:
       a, b = first.data.get(key), config.data.get(key)
       if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
-        raise ValueError(f"configs {first_name} and {name} differ in data.{key} ({a!r} vs {b!r}); an ablation "
-                         "compares methods on the same held-out images")
+        raise ValueError(
+          f"configs {first_name} and {name} differ in data.{key} ({a!r} vs {b!r}); an ablation "
+          "compares methods on the same held-out images"
+        )
 
 
 # Change how a run is evaluated, laid out or computed, not what it learns (dotted for nested keys).
-LAYOUT_KEYS = ("eval", "mesh", "fsdp_min_size", "model.decoder", "model.strided_grad", "model.pad_barrier",
-               "train.remat")
+LAYOUT_KEYS = (
+  "eval",
+  "mesh",
+  "fsdp_min_size",
+  "model.decoder",
+  "model.strided_grad",
+  "model.pad_barrier",
+  "train.remat",
+)
 
 
 def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
@@ -134,8 +152,10 @@ def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> str:
   if os.path.isfile(config_path):
     diffs = _same_config(runs.load_config(workdir), config)
     if diffs:
-      raise ValueError(f"{workdir} holds a run of another config (differs in {', '.join(diffs[:5])}); use another "
-                       "--workdir or remove it")
+      raise ValueError(
+        f"{workdir} holds a run of another config (differs in {', '.join(diffs[:5])}); use another "
+        "--workdir or remove it"
+      )
     ckpt = checkpointing.Checkpointer(workdir)
     latest = ckpt.latest_step()
     ckpt.close()
@@ -162,8 +182,9 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
   methods = results.methods
   classical = {r["method"] for r in results.rows if r["classical"]}
   colours = matplotlib.colormaps["tab10"](np.arange(len(methods)) % 10)
-  fig, axes = plt.subplots(len(kinds), len(metrics_), figsize=(3.0 * len(metrics_), 2.6 * len(kinds) + 0.8),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    len(kinds), len(metrics_), figsize=(3.0 * len(metrics_), 2.6 * len(kinds) + 0.8), squeeze=False
+  )
   for i, kind in enumerate(kinds):
     for j, metric in enumerate(metrics_):
       ax = axes[i, j]
@@ -176,12 +197,12 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
         ax.axhline(results.kinds[kind]["target_tv"], color="k", ls="--", lw=1, label="ground truth")
         ax.legend(fontsize=7, loc="lower right")
       label = evaluate.kind_label(kind, results.info.get("packs"))
-      ax.set_title(f"{label}: {evaluate.METRIC_LABELS[metric]} {evaluate._arrow(metric)}",
-                   fontsize=9)
+      ax.set_title(f"{label}: {evaluate.METRIC_LABELS[metric]} {evaluate._arrow(metric)}", fontsize=9)
       ax.set_xticks([])
       ax.tick_params(labelsize=7)
-  handles = [plt.Rectangle((0, 0), 1, 1, color=colours[i], hatch="//" if m in classical else "")
-             for i, m in enumerate(methods)]
+  handles = [
+    plt.Rectangle((0, 0), 1, 1, color=colours[i], hatch="//" if m in classical else "") for i, m in enumerate(methods)
+  ]
   height = 2.6 * len(kinds) + 0.8
   fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 4), fontsize=8, frameon=False)
   fig.tight_layout(rect=(0, 0.6 / height, 1, 1))  # leave the bottom strip to the legend
@@ -230,8 +251,14 @@ def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> 
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def ablate(config_paths: Sequence[str], workdir: str, *, variant: str | None = None,
-           overrides: Sequence[str] = (), progress: bool = True) -> evaluate.Results:
+def ablate(
+  config_paths: Sequence[str],
+  workdir: str,
+  *,
+  variant: str | None = None,
+  overrides: Sequence[str] = (),
+  progress: bool = True,
+) -> evaluate.Results:
   """Trains or reuses each config's run under `workdir`, then writes the comparison (module docstring)."""
   if not config_paths:
     raise ValueError("--configs names no config file")

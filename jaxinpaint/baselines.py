@@ -99,17 +99,17 @@ def mean_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 
 
 BASELINES: dict[str, Baseline] = {
-    "telea": telea,
-    "navier_stokes": navier_stokes,
-    "biharmonic": biharmonic,
-    "mean_fill": mean_fill,
+  "telea": telea,
+  "navier_stokes": navier_stokes,
+  "biharmonic": biharmonic,
+  "mean_fill": mean_fill,
 }
 # How tables name them.
 LABELS = {
-    "telea": "OpenCV Telea",
-    "navier_stokes": "OpenCV Navier-Stokes",
-    "biharmonic": "Biharmonic (skimage)",
-    "mean_fill": "Mean colour fill",
+  "telea": "OpenCV Telea",
+  "navier_stokes": "OpenCV Navier-Stokes",
+  "biharmonic": "Biharmonic (skimage)",
+  "mean_fill": "Mean colour fill",
 }
 
 
@@ -138,8 +138,9 @@ def inpaint_batch(name: str, image: np.ndarray, valid: np.ndarray) -> np.ndarray
   fn = get_baseline(name)
   image, valid = np.asarray(image, np.float32), np.asarray(valid, np.float32)
   if image.ndim != 4 or valid.shape != image.shape[:3] + (1,):
-    raise ValueError(f"inpaint_batch needs image f32[B, H, W, 3] and valid f32[B, H, W, 1]; got {image.shape} "
-                     f"and {valid.shape}")
+    raise ValueError(
+      f"inpaint_batch needs image f32[B, H, W, 3] and valid f32[B, H, W, 1]; got {image.shape} and {valid.shape}"
+    )
   hole = valid[..., 0] < 0.5
   known = to_uint8(np.where(hole[..., None], 0.0, image))  # holes blanked: a peer cannot see the answer
   out = np.stack([fn(known[i], hole[i]) for i in range(image.shape[0])])

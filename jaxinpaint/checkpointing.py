@@ -62,9 +62,9 @@ class Checkpointer:
     if max_to_keep < 0:
       raise ValueError(f"config.train.keep_checkpoints must be >= 0 (0 = keep all); got {max_to_keep}")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep or None,  # orbax reads 0 as "keep none"; None keeps every step
-        enable_async_checkpointing=async_save,
-        create=True,
+      max_to_keep=max_to_keep or None,  # orbax reads 0 as "keep none"; None keeps every step
+      enable_async_checkpointing=async_save,
+      create=True,
     )
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -95,11 +95,13 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def restore(self, abstract_state: Any, data_iter: grain.DatasetIterator | None,
-              step: int | None = None) -> tuple[int, Any] | None:
+  def restore(
+    self, abstract_state: Any, data_iter: grain.DatasetIterator | None, step: int | None = None
+  ) -> tuple[int, Any] | None:
     """Restores `step` (default: the newest readable one) onto `abstract_state` (ShapeDtypeStructs with
     shardings) and rewinds `data_iter` in place. Returns (step, state), or None when there is no checkpoint.
     ValueError (one line) when `step` does not exist or no step can be read."""
+
     def read(s):
       items = {"state": ocp.args.StandardRestore(abstract_state)}
       if data_iter is not None:
@@ -115,8 +117,9 @@ class Checkpointer:
   def restore_state_only(self, abstract_state: Any, step: int | None = None) -> tuple[int, Any]:
     """For evaluation and inference: the state alone (newest readable step by default, nothing moved).
     Raises FileNotFoundError naming the directory if empty."""
-    read = lambda s: self.manager.restore(
-        s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+    read = lambda s: self.manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))[
+      "state"
+    ]
     found = self._restore_first(read, step, move=False)
     if found is None:
       raise FileNotFoundError(f"no checkpoint found in {self.directory}")
@@ -130,33 +133,45 @@ class Checkpointer:
       return None
     if step is not None:
       if step not in steps:
-        raise ValueError(f"--restore_step={step}: no such checkpoint in {self.directory}; steps: "
-                         f"{', '.join(map(str, steps))}")
+        raise ValueError(
+          f"--restore_step={step}: no such checkpoint in {self.directory}; steps: {', '.join(map(str, steps))}"
+        )
       try:
         state = read(step)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         raise ValueError(f"checkpoint step {step} in {self.directory} cannot be read: {_first_line(e)}") from e
       newer = [s for s in steps if s > step]
       if newer and move:
-        logging.warning("--restore_step=%d: moving the newer steps %s to %s", step, newer,
-                        self._move_aside(newer, "discarded_checkpoints"))
+        logging.warning(
+          "--restore_step=%d: moving the newer steps %s to %s",
+          step,
+          newer,
+          self._move_aside(newer, "discarded_checkpoints"),
+        )
       return step, state
     failed = []
     for s in reversed(steps):
       try:
         state = read(s)
       except Exception as e:  # an unreadable step: try the one before
-        logging.warning("checkpoint step %d in %s cannot be read (%s); trying the previous step", s,
-                        self.directory, _first_line(e))
+        logging.warning(
+          "checkpoint step %d in %s cannot be read (%s); trying the previous step", s, self.directory, _first_line(e)
+        )
         failed.append((s, e))
         continue
       if failed and move:
-        logging.warning("resuming from step %d; the unreadable steps %s are moved to %s", s,
-                        [f for f, _ in failed], self._move_aside([f for f, _ in failed], "unreadable_checkpoints"))
+        logging.warning(
+          "resuming from step %d; the unreadable steps %s are moved to %s",
+          s,
+          [f for f, _ in failed],
+          self._move_aside([f for f, _ in failed], "unreadable_checkpoints"),
+        )
       return s, state
     # Nothing reads: more likely a state of another shape (another config) than every step damaged; move nothing.
-    raise ValueError(f"no checkpoint in {self.directory} can be restored into this run's state (steps "
-                     f"{', '.join(map(str, steps))}); newest: {_first_line(failed[0][1])}")
+    raise ValueError(
+      f"no checkpoint in {self.directory} can be restored into this run's state (steps "
+      f"{', '.join(map(str, steps))}); newest: {_first_line(failed[0][1])}"
+    )
 
   def _move_aside(self, steps: list[int], folder: str) -> str:
     """Moves step directories out of the manager's view (kept for inspection); returns where they went."""
@@ -200,12 +215,16 @@ def _write_error(e: BaseException, directory: str) -> CheckpointWriteError | Non
   latest = max(done) if done else None
   code = e.errno if isinstance(e, OSError) and e.errno else None
   if code == errno.ENOSPC or "No space left on device" in text or "os_error_code='28'" in text:
-    then = (f"it resumes from step {latest}" if latest is not None else "no checkpoint of this run exists yet")
-    return CheckpointWriteError(errno.ENOSPC, f"no space left on the device holding {directory}; the checkpoint "
-                                f"was not written. Free space and start the same command again ({then})")
+    then = f"it resumes from step {latest}" if latest is not None else "no checkpoint of this run exists yet"
+    return CheckpointWriteError(
+      errno.ENOSPC,
+      f"no space left on the device holding {directory}; the checkpoint "
+      f"was not written. Free space and start the same command again ({then})",
+    )
   if code in (errno.EACCES, errno.EROFS, errno.EPERM) or "Permission denied" in text:
-    return CheckpointWriteError(code or errno.EACCES, f"cannot write checkpoints to {directory}: permission denied "
-                                "or read-only file system")
+    return CheckpointWriteError(
+      code or errno.EACCES, f"cannot write checkpoints to {directory}: permission denied or read-only file system"
+    )
   return None
 
 

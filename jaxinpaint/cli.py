@@ -83,9 +83,13 @@ def guarded(body: Callable[[], int | None], errors: Errors, *, hard: bool = True
     fail(e, hard=hard)
 
 
-def run_main(body: Callable[[], int | None], argv: Sequence[str] | None = None, *,
-             errors: Errors = (ValueError, FileNotFoundError),
-             flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
+def run_main(
+  body: Callable[[], int | None],
+  argv: Sequence[str] | None = None,
+  *,
+  errors: Errors = (ValueError, FileNotFoundError),
+  flags_parser: Callable[[list[str]], list[str]] | None = None,
+) -> None:
   """`app.run` of `body()` (which reads its absl flags from `flags.FLAGS`); see the module docstring.
 
   argv: the program's arguments, argv[0] its name (None: sys.argv). flags_parser: absl's, unless given.

@@ -39,8 +39,7 @@ def complete_run(config, workdir: str) -> dict[str, Any]:
   """
   config = _run_config(config, workdir)
   if config.task != "dcgan":
-    raise ValueError(f"--mode=complete needs a DCGAN run (config.task='dcgan'); {workdir} is a "
-                     f"{config.task!r} run")
+    raise ValueError(f"--mode=complete needs a DCGAN run (config.task='dcgan'); {workdir} is a {config.task!r} run")
   run = runs.restore(workdir, config)
   task, c, step = run.task, config.completion, run.step
   variables = task.network_variables(run.params, run.model_state)
@@ -54,15 +53,20 @@ def complete_run(config, workdir: str) -> dict[str, Any]:
   project = metrics.inpainting_metrics((image + 1) / 2, (np.clip(out["generated"], -1, 1) + 1) / 2, valid)
   checkpoints = sorted({0, 1, 10, 100, c.iterations} & set(range(c.iterations + 1)))
   result = {
-      "step": int(step), "gan_loss": config.loss.gan_loss, "num_images": len(image), "iterations": c.iterations,
-      "blend": c.blend, "weighted_context": bool(c.weighted), "lam": c.lam,
-      "discriminator_stats": c.discriminator_stats,
-      **{k: float(v.mean()) for k, v in scores.items()},
-      "per_image": {k: v.tolist() for k, v in scores.items()},
-      "masked_input": {k: float(v.mean()) for k, v in baseline.items()},
-      "project_metrics": {k: float(np.mean(v)) for k, v in project.items()},
-      "context_loss": {str(t): float(out["context"][t].mean()) for t in checkpoints},
-      "perceptual_loss": {str(t): float(out["perceptual"][t].mean()) for t in checkpoints},
+    "step": int(step),
+    "gan_loss": config.loss.gan_loss,
+    "num_images": len(image),
+    "iterations": c.iterations,
+    "blend": c.blend,
+    "weighted_context": bool(c.weighted),
+    "lam": c.lam,
+    "discriminator_stats": c.discriminator_stats,
+    **{k: float(v.mean()) for k, v in scores.items()},
+    "per_image": {k: v.tolist() for k, v in scores.items()},
+    "masked_input": {k: float(v.mean()) for k, v in baseline.items()},
+    "project_metrics": {k: float(np.mean(v)) for k, v in project.items()},
+    "context_loss": {str(t): float(out["context"][t].mean()) for t in checkpoints},
+    "perceptual_loss": {str(t): float(out["perceptual"][t].mean()) for t in checkpoints},
   }
   if jax.process_index() == 0:
     folder = os.path.join(workdir, "completion")
@@ -75,7 +79,14 @@ def complete_run(config, workdir: str) -> dict[str, Any]:
       visualize.save_png(tile(visualize.to_uint8(out["output"])), os.path.join(folder, f"{c.blend}.png"))
     with open(os.path.join(folder, "metrics.json"), "w") as f:
       json.dump(result, f, indent=2)
-    logging.info("completion of step %d: MSE %.2f, SSIM %.4f, PSNR %.2f dB (masked input: MSE %.2f, SSIM %.4f); "
-                 "written to %s", step, result["mse"], result["ssim"], result["psnr"], result["masked_input"]["mse"],
-                 result["masked_input"]["ssim"], folder)
+    logging.info(
+      "completion of step %d: MSE %.2f, SSIM %.4f, PSNR %.2f dB (masked input: MSE %.2f, SSIM %.4f); written to %s",
+      step,
+      result["mse"],
+      result["ssim"],
+      result["psnr"],
+      result["masked_input"]["mse"],
+      result["masked_input"]["ssim"],
+      folder,
+    )
   return result

@@ -114,8 +114,9 @@ def conjugate_gradient(apply_a, b: jax.Array, x0: jax.Array, max_iterations: int
   return jax.lax.while_loop(cond, body, (0, x0, r, r, dot(r, r)))[1]
 
 
-def poisson_blend(image: jax.Array, generated: jax.Array, valid: jax.Array, max_iterations: int = 2000,
-                  tol: float = 1e-6) -> jax.Array:
+def poisson_blend(
+  image: jax.Array, generated: jax.Array, valid: jax.Array, max_iterations: int = 2000, tol: float = 1e-6
+) -> jax.Array:
   """Poisson blending (Perez et al. 2003) of G(z) into the hole, as Yeh et al. post-process: f32[B, H, W, C].
 
   Inside the hole Omega the result x solves the discrete Poisson equation with the generated image's gradients
@@ -168,8 +169,9 @@ class Completion:
     if self.blend not in BLENDS:
       raise ValueError(f"completion blend must be one of {BLENDS}; got {self.blend!r}")
     if self.discriminator_stats not in DISCRIMINATOR_STATS:
-      raise ValueError(f"completion discriminator_stats must be one of {DISCRIMINATOR_STATS}; got "
-                       f"{self.discriminator_stats!r}")
+      raise ValueError(
+        f"completion discriminator_stats must be one of {DISCRIMINATOR_STATS}; got {self.discriminator_stats!r}"
+      )
     if self.iterations < 0:
       raise ValueError(f"completion iterations must be >= 0; got {self.iterations}")
 
@@ -183,11 +185,14 @@ class Completion:
     if valid.shape != image.shape[:3] + (1,):
       raise ValueError(f"valid must be f32[B, H, W, 1] matching image {tuple(image.shape)}; got {tuple(valid.shape)}")
     if z_init.shape != (image.shape[0], self.generator.latent_dim):
-      raise ValueError(f"z_init must be f32[{image.shape[0]}, {self.generator.latent_dim}] (one latent per image); "
-                       f"got {tuple(z_init.shape)}")
+      raise ValueError(
+        f"z_init must be f32[{image.shape[0]}, {self.generator.latent_dim}] (one latent per image); "
+        f"got {tuple(z_init.shape)}"
+      )
 
-  def __call__(self, variables: dict[str, Any], image: jax.Array, valid: jax.Array,
-               z_init: jax.Array) -> dict[str, jax.Array]:
+  def __call__(
+    self, variables: dict[str, Any], image: jax.Array, valid: jax.Array, z_init: jax.Array
+  ) -> dict[str, jax.Array]:
     """Completes each image independently.
 
     variables: {'generator': flax variables, 'discriminator': flax variables} (G on its running statistics; D on
@@ -254,11 +259,11 @@ class Completion:
     image, valid, z_init = (jax.device_put(a, batch) for a in (image, valid, z_init))
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
     with progress.bar(self.iterations, desc="complete", unit="iter") as bar, progress.fed_from_device(bar):
-      out = jax.device_get(_jitted_call(dataclasses.replace(self, progress=bar.enabled), variables, image, valid,
-                                        z_init))
+      out = jax.device_get(
+        _jitted_call(dataclasses.replace(self, progress=bar.enabled), variables, image, valid, z_init)
+      )
       bar.update(self.iterations - bar.n)
-    return {k: (np.asarray(v)[:, :n] if k in ("context", "perceptual") else np.asarray(v)[:n])
-            for k, v in out.items()}
+    return {k: (np.asarray(v)[:, :n] if k in ("context", "perceptual") else np.asarray(v)[:n]) for k, v in out.items()}
 
 
 _jitted_call = jax.jit(lambda completion, *args: completion(*args), static_argnums=0)
@@ -269,8 +274,9 @@ def check_has_known_pixels(valid) -> None:
   valid = np.asarray(valid)
   empty = np.flatnonzero(valid.reshape(valid.shape[0], -1).max(axis=1) <= 0)
   if empty.size:
-    raise ValueError(f"image(s) {empty.tolist()} have no known pixels (valid is 0 everywhere): nothing to complete "
-                     "from")
+    raise ValueError(
+      f"image(s) {empty.tolist()} have no known pixels (valid is 0 everywhere): nothing to complete from"
+    )
 
 
 def initial_latents(seed: int, num: int, latent_dim: int) -> jax.Array:
@@ -293,10 +299,13 @@ def seed001_scores(image: np.ndarray, completed: np.ndarray) -> dict[str, np.nda
   from jaxinpaint.visualize import to_uint8
 
   a, b = to_uint8(image), to_uint8(completed)
-  return {"mse": np.array([skm.mean_squared_error(x, y) for x, y in zip(a, b)]),
-          "ssim": np.array([skm.structural_similarity(x, y, channel_axis=-1) for x, y in zip(a, b)]),
-          "psnr": np.array([skm.peak_signal_noise_ratio(x, y, data_range=255) if np.any(x != y) else 100.0
-                            for x, y in zip(a, b)])}
+  return {
+    "mse": np.array([skm.mean_squared_error(x, y) for x, y in zip(a, b)]),
+    "ssim": np.array([skm.structural_similarity(x, y, channel_axis=-1) for x, y in zip(a, b)]),
+    "psnr": np.array(
+      [skm.peak_signal_noise_ratio(x, y, data_range=255) if np.any(x != y) else 100.0 for x, y in zip(a, b)]
+    ),
+  }
 
 
 def completion_images(config, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -308,10 +317,17 @@ def completion_images(config, num: int) -> tuple[np.ndarray, np.ndarray]:
   if num > len(source):
     logging.warning("completion: %d images asked, the eval split has %d; images repeat", num, len(source))
   resize = config.data.get("resize", None)
-  examples = [pipeline.eval_example(i, source=source, size=config.data.image_size,
-                                    resize=None if resize is None else tuple(resize),
-                                    mask_fn=pipeline.configured_mask_fn(config.masks, config.masks.eval_kind),
-                                    shorter_side=config.data.get("shorter_side", 0)) for i in range(num)]
+  examples = [
+    pipeline.eval_example(
+      i,
+      source=source,
+      size=config.data.image_size,
+      resize=None if resize is None else tuple(resize),
+      mask_fn=pipeline.configured_mask_fn(config.masks, config.masks.eval_kind),
+      shorter_side=config.data.get("shorter_side", 0),
+    )
+    for i in range(num)
+  ]
   return np.stack([e["image"] for e in examples]), np.stack([e["valid"] for e in examples])
 
 
@@ -322,5 +338,5 @@ def tile(images: np.ndarray, columns: int = 8, pad: int = 2) -> np.ndarray:
   grid = np.full((rows * (h + 2 * pad), columns * (w + 2 * pad), c), 255, np.uint8)
   for i, im in enumerate(images):
     top, left = (i // columns) * (h + 2 * pad) + pad, (i % columns) * (w + 2 * pad) + pad
-    grid[top:top + h, left:left + w] = im
+    grid[top : top + h, left : left + w] = im
   return grid

@@ -50,27 +50,66 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = "data=-1"
   c.fsdp_min_size = 1 << 16
 
-  c.model = ml_collections.ConfigDict(dict(
-      name="unet", conv="weighted", depth=7, features=(64, 128, 256, 512), kernel_sizes=(7, 5, 5, 3),
+  c.model = ml_collections.ConfigDict(
+    dict(
+      name="unet",
+      conv="weighted",
+      depth=7,
+      features=(64, 128, 256, 512),
+      kernel_sizes=(7, 5, 5, 3),
       norm="",  # '' = the conv's default: weighted BatchNorm for 'weighted', BatchNorm otherwise
-      norm_momentum=0.999, norm_epsilon=1e-8, freeze_encoder_norm=False, out_channels=3,
+      norm_momentum=0.999,
+      norm_epsilon=1e-8,
+      freeze_encoder_norm=False,
+      out_channels=3,
       # CPU fast paths, 'auto' = measured best on CPU, XLA's plain form elsewhere (layers/masked_conv.FAST_PATHS):
       # decoder 'subpixel' | 'concat' (models/unet.py), strided_grad 'subpixel' | 'xla', pad_barrier 'on' | 'off'
-      decoder="auto", strided_grad="auto", pad_barrier="auto"))
+      decoder="auto",
+      strided_grad="auto",
+      pad_barrier="auto",
+    )
+  )
 
-  c.loss = ml_collections.ConfigDict(dict(
+  c.loss = ml_collections.ConfigDict(
+    dict(
       name="pconv",  # 'pconv' (Liu et al. total loss), 'mse' (seed 002), 'l1'
       weights=ml_collections.ConfigDict(dict(valid=1.0, hole=6.0, perceptual=0.05, style=120.0, tv=0.1)),
-      vgg_weights=""))  # local .npz from scripts/convert_vgg16.py; '' = perceptual/style off (logged)
+      vgg_weights="",
+    )
+  )  # local .npz from scripts/convert_vgg16.py; '' = perceptual/style off (logged)
 
-  c.optim = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=5e-4, end_learning_rate=1e-5, schedule="exponential", warmup_steps=0,
-      b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0, weight_decay=0.0,
-      finetune_step=0, finetune_learning_rate=5e-5))
+  c.optim = ml_collections.ConfigDict(
+    dict(
+      name="adam",
+      learning_rate=5e-4,
+      end_learning_rate=1e-5,
+      schedule="exponential",
+      warmup_steps=0,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=0.0,
+      weight_decay=0.0,
+      finetune_step=0,
+      finetune_learning_rate=5e-5,
+    )
+  )
 
-  c.data = ml_collections.ConfigDict(dict(
-      source="tfds", name="celeb_a", path="", train_split="train", eval_split="validation", image_size=256,
-      resize=config_dict.placeholder(tuple), shorter_side=0, random_flip=True, num_workers=2, eval_examples=200))
+  c.data = ml_collections.ConfigDict(
+    dict(
+      source="tfds",
+      name="celeb_a",
+      path="",
+      train_split="train",
+      eval_split="validation",
+      image_size=256,
+      resize=config_dict.placeholder(tuple),
+      shorter_side=0,
+      random_flip=True,
+      num_workers=2,
+      eval_examples=200,
+    )
+  )
   c.data.resize = (313, 256)  # seed 004: CelebA scaled to 256x313 (w x h), then random 256x256 crops
 
   c.masks = ml_collections.ConfigDict(dict(kind="free_form", eval_kind="free_form", folder=""))
@@ -78,17 +117,34 @@ def base_config() -> ml_collections.ConfigDict:
   # keep_checkpoints: how many of the newest checkpoints stay on disk; 0 = keep all. A loss above
   # loss_spike_factor x the running median of the last 200 step losses is warned about (0 = never), and ends the
   # run when stop_on_loss_spike is set.
-  c.train = ml_collections.ConfigDict(dict(
-      log_every=100, eval_every=5000, checkpoint_every=5000, keep_checkpoints=3, async_checkpointing=True,
-      ema_decay=0.0, activation_dtype="float32", loss_spike_factor=100.0, stop_on_loss_spike=False,
-      remat="none"))  # jax.checkpoint over the generator: 'none', 'blocks' (keep block outputs), 'full' (tasks/base.py)
+  c.train = ml_collections.ConfigDict(
+    dict(
+      log_every=100,
+      eval_every=5000,
+      checkpoint_every=5000,
+      keep_checkpoints=3,
+      async_checkpointing=True,
+      ema_decay=0.0,
+      activation_dtype="float32",
+      loss_spike_factor=100.0,
+      stop_on_loss_spike=False,
+      remat="none",
+    )
+  )  # jax.checkpoint over the generator: 'none', 'blocks' (keep block outputs), 'full' (tasks/base.py)
 
   # `python -m jaxinpaint.evaluate` / `ablate` (jaxinpaint/evaluate.py): mask sets, classical peers, perceptual
   # weights. masks: comma list of mask kinds, 'buckets' = every hole-ratio bucket; 0 = data.eval_examples /
   # batch_size; '' weights = that metric left out (noted in the table).
-  c.eval = ml_collections.ConfigDict(dict(
-      masks="centre,free_form,buckets", examples=0, batch_size=0,
-      baselines="telea,navier_stokes,biharmonic,mean_fill", inception_weights="", lpips_weights=""))
+  c.eval = ml_collections.ConfigDict(
+    dict(
+      masks="centre,free_form,buckets",
+      examples=0,
+      batch_size=0,
+      baselines="telea,navier_stokes,biharmonic,mean_fill",
+      inception_weights="",
+      lpips_weights="",
+    )
+  )
   return c
 
 
@@ -173,14 +229,16 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     step = 2**c.model.depth
     if c.data.image_size % step:
       raise ValueError(
-          f"config.data.image_size={c.data.image_size} is not divisible by 2**model.depth={step}; use a multiple "
-          f"of {step} or change model.depth")
+        f"config.data.image_size={c.data.image_size} is not divisible by 2**model.depth={step}; use a multiple "
+        f"of {step} or change model.depth"
+      )
   for key in ("kind", "eval_kind"):
     pipeline.configured_mask_fn(c.masks, c.masks[key])
 
 
 def validate_optim(optim: ml_collections.ConfigDict, name: str = "config.optim") -> None:
   """Adam's values: a negative rate trains uphill, b >= 1 never forgets, eps <= 0 divides by zero; one line each."""
+
   def number(key, ok, what):
     value = optim.get(key, None)
     if value is None:
@@ -201,15 +259,30 @@ def validate_optim(optim: ml_collections.ConfigDict, name: str = "config.optim")
 # Keys a restarted run may change without changing what its checkpoint means: run length, logging and
 # checkpoint cadence, the device layout, data loading workers, evaluation settings.
 RESUMABLE_KEYS = (
-    "num_train_steps", "mesh", "fsdp_min_size", "eval", "data.num_workers", "data.eval_examples",
-    "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.async_checkpointing", "train.loss_spike_factor", "train.stop_on_loss_spike",
-    "model.decoder", "model.strided_grad", "model.pad_barrier", "train.remat",  # same maths, other compute
-    "completion")  # how a trained DCGAN completes images (latent search), not what it learned
+  "num_train_steps",
+  "mesh",
+  "fsdp_min_size",
+  "eval",
+  "data.num_workers",
+  "data.eval_examples",
+  "train.log_every",
+  "train.eval_every",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+  "train.async_checkpointing",
+  "train.loss_spike_factor",
+  "train.stop_on_loss_spike",
+  "model.decoder",
+  "model.strided_grad",
+  "model.pad_barrier",
+  "train.remat",  # same maths, other compute
+  "completion",
+)  # how a trained DCGAN completes images (latent search), not what it learned
 
 
-def run_differences(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict,
-                    ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
+def run_differences(
+  saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict, ignore: tuple[str, ...] = RESUMABLE_KEYS
+) -> list[str]:
   """Dotted keys whose values differ between a run's saved config and `wanted`, except `ignore` (and below)."""
   import json
 

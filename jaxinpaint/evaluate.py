@@ -56,8 +56,17 @@ from jaxinpaint.runs import load_run_config, with_defaults
 TABLE_METRICS = ("l1", "l2", "tv", "ssim", "psnr")
 LOWER_IS_BETTER = {"l1", "l2", "lpips", "fid"}
 HIGHER_IS_BETTER = {"ssim", "psnr", "psnr_full", "ssim_full"}
-METRIC_LABELS = {"l1": "L1", "l2": "L2", "tv": "TV", "ssim": "SSIM", "psnr": "PSNR", "psnr_full": "PSNR full",
-                 "ssim_full": "SSIM full", "lpips": "LPIPS", "fid": "FID"}
+METRIC_LABELS = {
+  "l1": "L1",
+  "l2": "L2",
+  "tv": "TV",
+  "ssim": "SSIM",
+  "psnr": "PSNR",
+  "psnr_full": "PSNR full",
+  "ssim_full": "SSIM full",
+  "lpips": "LPIPS",
+  "fid": "FID",
+}
 BUCKETS = "buckets"
 PACK_PREFIX = "pack:"  # config.eval.masks entry 'pack:DIR'; its kind in tables and scalars is 'pack_<pack id>'
 RESULT_FILES = ("eval_results.csv", "eval_results.json", "eval_results.md")
@@ -95,13 +104,13 @@ def parse_mask_kinds(spec: str, masks_config=None, packs: dict | None = None) ->
   kinds = []
   for name in (n.strip() for n in str(spec).split(",")):
     if name.startswith(PACK_PREFIX):
-      for pack in mask_packs.open_packs(name[len(PACK_PREFIX):]):
+      for pack in mask_packs.open_packs(name[len(PACK_PREFIX) :]):
         if pack_kind(pack) not in kinds:
           kinds.append(pack_kind(pack))
           if packs is not None:
             packs[pack_kind(pack)] = pack
       continue
-    for kind in (BUCKET_KINDS if name == BUCKETS else [name] if name else []):
+    for kind in BUCKET_KINDS if name == BUCKETS else [name] if name else []:
       if kind not in kinds:
         mask_fn_for(kind, masks_config)
         kinds.append(kind)
@@ -114,8 +123,7 @@ def _pack_mask(rng, h: int, w: int, *, pack: mask_packs.Pack, index: int) -> np.
   """Eval example `index`'s mask from a pack (mask index mod N), in the generators' (rng, h, w) form."""
   del rng
   if pack.size != (h, w):
-    raise ValueError(f"mask pack {pack.path} holds {pack.size[0]}x{pack.size[1]} masks but the eval images are "
-                     f"{h}x{w}")
+    raise ValueError(f"mask pack {pack.path} holds {pack.size[0]}x{pack.size[1]} masks but the eval images are {h}x{w}")
   return pack.valid(index)
 
 
@@ -182,9 +190,11 @@ class EvalSet:
     size = config.data.image_size
     for pack in packs.values():
       if pack.size != (size, size):  # refused, not resampled: the pack id must name the masks that are scored
-        raise ValueError(f"mask pack {pack.path} holds {pack.size[0]}x{pack.size[1]} masks but the eval images "
-                         f"are {size}x{size}; make a pack of that size (python -m jaxinpaint.masks pack ... "
-                         f"--size={size}, or --from=DIR --resize={size})")
+        raise ValueError(
+          f"mask pack {pack.path} holds {pack.size[0]}x{pack.size[1]} masks but the eval images "
+          f"are {size}x{size}; make a pack of that size (python -m jaxinpaint.masks pack ... "
+          f"--size={size}, or --from=DIR --resize={size})"
+        )
     return cls(config.data, config.masks, kinds, int(num), batch, packs)
 
   def batches(self, kind: str, source, process_index: int = 0, process_count: int = 1):
@@ -192,9 +202,12 @@ class EvalSet:
     f32[b, S, S, 1], weight f32[b] (0 for padding), b = batch_size / process_count."""
     b = pipeline.per_process_batch(self.batch_size, process_count)
     prepare = functools.partial(
-        pipeline.eval_example, source=source, size=self.data.image_size,
-        resize=None if self.data.get("resize") is None else tuple(self.data.resize),
-        shorter_side=self.data.get("shorter_side", 0))
+      pipeline.eval_example,
+      source=source,
+      size=self.data.image_size,
+      resize=None if self.data.get("resize") is None else tuple(self.data.resize),
+      shorter_side=self.data.get("shorter_side", 0),
+    )
     pack = self.packs.get(kind)
     mask_fn = None if pack is not None else mask_fn_for(kind, self.masks_config)
 
@@ -204,8 +217,11 @@ class EvalSet:
     for k in range(self.num_batches):
       indices = [k * self.batch_size + process_index * b + j for j in range(b)]
       examples = [example(i % self.num_examples) for i in indices]
-      yield {"image": np.stack([e["image"] for e in examples]), "valid": np.stack([e["valid"] for e in examples]),
-             "weight": np.asarray([i < self.num_examples for i in indices], np.float32)}
+      yield {
+        "image": np.stack([e["image"] for e in examples]),
+        "valid": np.stack([e["valid"] for e in examples]),
+        "weight": np.asarray([i < self.num_examples for i in indices], np.float32),
+      }
 
 
 # ------------------------------------------------------------------------------------------------ methods
@@ -231,8 +247,12 @@ def model_method(task, params, model_state, loss: str = "") -> Method:
 
 def baseline_methods(names: Sequence[str]) -> dict[str, Method]:
   """Classical peers by `baselines` name, labelled for tables."""
-  return {baselines.LABELS[n]: Method(functools.partial(baselines.inpaint_batch, n), on_host=True, classical=True,
-                                      loss=CLASSICAL_LOSS) for n in names}
+  return {
+    baselines.LABELS[n]: Method(
+      functools.partial(baselines.inpaint_batch, n), on_host=True, classical=True, loss=CLASSICAL_LOSS
+    )
+    for n in names
+  }
 
 
 # ------------------------------------------------------------------------------------------------ harness
@@ -290,9 +310,16 @@ class Results:
     return list(TABLE_METRICS) + ["psnr_full"] + extra
 
 
-def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None, source=None,
-                     perceptual: perceptual_lib.Perceptual | None = None, keep_samples: int = 4,
-                     progress: bool = True) -> Results:
+def evaluate_methods(
+  methods: dict[str, Method],
+  eval_set: EvalSet,
+  *,
+  mesh=None,
+  source=None,
+  perceptual: perceptual_lib.Perceptual | None = None,
+  keep_samples: int = 4,
+  progress: bool = True,
+) -> Results:
   """Scores every method on every mask kind of `eval_set`, batch by batch on the same examples.
 
   Means are over the `eval_set.num_examples` real examples (padding weighs 0). FID, when available, compares
@@ -308,8 +335,13 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
   rows, kinds, samples = [], {}, {}
   # Example i is the same crop under every mask kind, so the real images' statistics are gathered once.
   fid_real = perceptual_lib.GaussianStats(perceptual_lib.INCEPTION_DIM) if perceptual.fid_features else None
-  bar = progress_lib.bar(len(eval_set.kinds) * eval_set.num_batches * len(methods), desc="eval", unit="batch",
-                         enabled=progress, process_index=pidx)
+  bar = progress_lib.bar(
+    len(eval_set.kinds) * eval_set.num_batches * len(methods),
+    desc="eval",
+    unit="batch",
+    enabled=progress,
+    process_index=pidx,
+  )
   for kind in eval_set.kinds:
     values = {name: [] for name in methods}
     weights = []
@@ -324,13 +356,17 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
       if fid_real is not None and kind == eval_set.kinds[0]:
         fid_real.add(sharding.gather(perceptual.fid_features(target))[weights[-1] > 0])
       if k == 0:
-        samples[kind] = {"image": sharding.gather(target)[:keep_samples],
-                         "valid": sharding.gather(valid)[:keep_samples], "outputs": {}}
+        samples[kind] = {
+          "image": sharding.gather(target)[:keep_samples],
+          "valid": sharding.gather(valid)[:keep_samples],
+          "outputs": {},
+        }
       for name, method in methods.items():
         bar.set_description(f"{kind}: {name}")
         if method.on_host:
-          output = sharding.to_global({"o": np.asarray(method.fn(local_blanked, batch["valid"]), np.float32)},
-                                      mesh)["o"]
+          output = sharding.to_global({"o": np.asarray(method.fn(local_blanked, batch["valid"]), np.float32)}, mesh)[
+            "o"
+          ]
         else:
           output = method.fn(blanked, valid)
         scores = _score(target, output, valid)
@@ -350,8 +386,14 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
 
     for name, method in methods.items():
       per_example = {m: np.concatenate([v[m] for v in values[name]]) for m in values[name][0]}
-      row = {"method": name, "kind": kind, "classical": method.classical, "n": int(w.sum()),
-             "loss": method.loss, "pack_id": eval_set.packs[kind].id if kind in eval_set.packs else ""}
+      row = {
+        "method": name,
+        "kind": kind,
+        "classical": method.classical,
+        "n": int(w.sum()),
+        "loss": method.loss,
+        "pack_id": eval_set.packs[kind].id if kind in eval_set.packs else "",
+      }
       row.update({m: mean(v) for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")})
       if fid_real is not None:
         row["fid"] = perceptual_lib.fid_from_stats(fid_real, fid_fake[name])
@@ -359,10 +401,14 @@ def evaluate_methods(methods: dict[str, Method], eval_set: EvalSet, *, mesh=None
     # the same for every method: properties of the examples, not of a fill
     kinds[kind] = {k: mean(per_example[k]) for k in ("hole_ratio", "target_tv")}
   bar.close()
-  info = {"examples": eval_set.num_examples, "image_size": eval_set.data.image_size,
-          "data": f"{eval_set.data.source}/{eval_set.data.name}", "kinds": list(eval_set.kinds),
-          "packs": {k: p.summary() for k, p in eval_set.packs.items()},
-          "losses": {name: method.loss for name, method in methods.items()}}
+  info = {
+    "examples": eval_set.num_examples,
+    "image_size": eval_set.data.image_size,
+    "data": f"{eval_set.data.source}/{eval_set.data.name}",
+    "kinds": list(eval_set.kinds),
+    "packs": {k: p.summary() for k, p in eval_set.packs.items()},
+    "losses": {name: method.loss for name, method in methods.items()},
+  }
   return Results(rows, kinds, samples, list(perceptual.notes), info)
 
 
@@ -392,8 +438,7 @@ def _table(results: Results, kinds: Sequence[str], metrics_: Sequence[str], head
   methods = results.methods
   cols = [(k, m) for k in kinds for m in metrics_]
   best = {c: _best(results, *c, methods) for c in cols}
-  lines = ["| method | " + " | ".join(header(k, m) for k, m in cols) + " |",
-           "|---|" + "---:|" * len(cols)]
+  lines = ["| method | " + " | ".join(header(k, m) for k, m in cols) + " |", "|---|" + "---:|" * len(cols)]
   for method in methods:
     cells = []
     for k, m in cols:
@@ -419,25 +464,40 @@ def markdown(results: Results, title: str = "Evaluation") -> str:
   info = results.info
   out = [f"## {title}", ""]
   step = f"Checkpoint step {info['step']}. " if "step" in info else ""
-  out.append(f"{step}{info['examples']} held-out examples per mask kind ({info['data']}, {info['image_size']} px), the "
-             "same images and masks for every method. L1, L2 (x100) and PSNR (dB, capped at 100) over the hole "
-             "pixels of the output; TV (x100) of the composite over the pixel pairs touching the hole, best = "
-             "closest to the ground truth's own TV; SSIM of the composite (seed 004's protocol).")
+  out.append(
+    f"{step}{info['examples']} held-out examples per mask kind ({info['data']}, {info['image_size']} px), the "
+    "same images and masks for every method. L1, L2 (x100) and PSNR (dB, capped at 100) over the hole "
+    "pixels of the output; TV (x100) of the composite over the pixel pairs touching the hole, best = "
+    "closest to the ground truth's own TV; SSIM of the composite (seed 004's protocol)."
+  )
   packs = info.get("packs", {})
   for kind, pack in packs.items():
     seed = "" if pack["seed"] is None else f", seed {pack['seed']}"
-    out.append(f"Mask pack {pack['pack_id']} ({pack['name']}{seed}, {pack['count']} masks of {pack['size'][0]}x"
-               f"{pack['size'][1]}, `{pack['path']}`): example i gets mask i mod {pack['count']}.")
+    out.append(
+      f"Mask pack {pack['pack_id']} ({pack['name']}{seed}, {pack['count']} masks of {pack['size'][0]}x"
+      f"{pack['size'][1]}, `{pack['path']}`): example i gets mask i mod {pack['count']}."
+    )
   extra = [m for m in ("lpips", "fid") if m in results.metric_names]
   headline = [k for k in info["kinds"] if k not in BUCKET_KINDS]
   buckets = [k for k in info["kinds"] if k in BUCKET_KINDS]
   if headline:
-    out += ["", *_table(results, headline, list(TABLE_METRICS) + extra,
-                        lambda k, m: f"{kind_label(k, packs)} {METRIC_LABELS[m]} {_arrow(m)}")]
+    out += [
+      "",
+      *_table(
+        results,
+        headline,
+        list(TABLE_METRICS) + extra,
+        lambda k, m: f"{kind_label(k, packs)} {METRIC_LABELS[m]} {_arrow(m)}",
+      ),
+    ]
   if buckets:
     for metric in ("l1", "psnr", "ssim"):
-      out += ["", f"{METRIC_LABELS[metric]} {_arrow(metric)} by hole ratio (free-form strokes):", "",
-              *_table(results, buckets, [metric], lambda k, m: k[5:] + " %")]
+      out += [
+        "",
+        f"{METRIC_LABELS[metric]} {_arrow(metric)} by hole ratio (free-form strokes):",
+        "",
+        *_table(results, buckets, [metric], lambda k, m: k[5:] + " %"),
+      ]
   gt = ", ".join(f"{kind_label(k, packs)} {v['target_tv']:.3f}" for k, v in results.kinds.items())
   ratio = ", ".join(f"{kind_label(k, packs)} {v['hole_ratio']:.3f}" for k, v in results.kinds.items())
   out += ["", f"Ground-truth TV over the same pairs: {gt}.", f"Mean hole ratio: {ratio}."]
@@ -445,20 +505,26 @@ def markdown(results: Results, title: str = "Evaluation") -> str:
   return "\n".join(out) + "\n"
 
 
-def write_results(results: Results, directory: str, stem: str = "eval_results", title: str = "Evaluation"
-                  ) -> dict[str, str]:
+def write_results(
+  results: Results, directory: str, stem: str = "eval_results", title: str = "Evaluation"
+) -> dict[str, str]:
   """Writes `<stem>.csv` (one row per method x kind), `<stem>.json` and `<stem>.md` to `directory`."""
   os.makedirs(directory, exist_ok=True)
   paths = {ext: os.path.join(directory, f"{stem}.{ext}") for ext in ("csv", "json", "md")}
-  names = ["method", "kind", "classical", "n"] + [m for m in results.rows[0] if m not in (
-      "method", "kind", "classical", "n")]
+  names = ["method", "kind", "classical", "n"] + [
+    m for m in results.rows[0] if m not in ("method", "kind", "classical", "n")
+  ]
   with open(paths["csv"], "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=names)
     writer.writeheader()
     writer.writerows(results.rows)
   with open(paths["json"], "w") as f:
-    json.dump({"info": results.info, "kinds": results.kinds, "results": results.rows, "notes": results.notes},
-              f, indent=2, allow_nan=False)
+    json.dump(
+      {"info": results.info, "kinds": results.kinds, "results": results.rows, "notes": results.notes},
+      f,
+      indent=2,
+      allow_nan=False,
+    )
   with open(paths["md"], "w") as f:
     f.write(markdown(results, title))
   return paths
@@ -475,8 +541,9 @@ class Run(runs.Restored):
     return model_method(self.task, self.params, self.model_state, loss=loss_label(self.config))
 
 
-def restore_run(workdir: str, config: ml_collections.ConfigDict | None = None, devices=None,
-                batch_size: int | None = None) -> Run:
+def restore_run(
+  workdir: str, config: ml_collections.ConfigDict | None = None, devices=None, batch_size: int | None = None
+) -> Run:
   """Rebuilds the model of the run in `workdir` and restores its latest checkpoint.
 
   `config` defaults to the run's saved config. FileNotFoundError (naming the directory) when the run has no
@@ -499,16 +566,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
   label = os.path.basename(os.path.normpath(workdir))
   methods = {label: run.method(), **baseline_methods(baselines.parse_names(config.eval.baselines))}
   perceptual = perceptual_lib.Perceptual.from_config(config.eval)
-  logging.info("evaluating %s (step %d) and %d classical peers on %s, %d examples each", label, run.step,
-               len(methods) - 1, ", ".join(eval_set.kinds), eval_set.num_examples)
+  logging.info(
+    "evaluating %s (step %d) and %d classical peers on %s, %d examples each",
+    label,
+    run.step,
+    len(methods) - 1,
+    ", ".join(eval_set.kinds),
+    eval_set.num_examples,
+  )
   results = evaluate_methods(methods, eval_set, mesh=run.mesh, perceptual=perceptual, progress=progress)
   results.info["step"] = run.step
   if jax.process_index() == 0:
     paths = write_results(results, workdir, title=f"Evaluation of {label}")
     logging.info("wrote %s", ", ".join(paths.values()))
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  scalars = {f"eval_{r['kind']}/{m}": r[m] for r in results.rows if r["method"] == label
-             for m in results.metric_names}
+  scalars = {f"eval_{r['kind']}/{m}": r[m] for r in results.rows if r["method"] == label for m in results.metric_names}
   writer.write_scalars(run.step, scalars)
   writer.write_texts(run.step, {"eval_table": markdown(results, f"Evaluation of {label}")})
   writer.flush()
@@ -541,8 +613,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   workdir = _flag_value(argv, "workdir")
   # before any flag is defined or library started: a plain SystemExit, so it can be caught in-process
-  config = cli.guarded(lambda: load_run_config(workdir) if workdir else configs_lib.base_config(),
-                       (FileNotFoundError,), hard=False)
+  config = cli.guarded(
+    lambda: load_run_config(workdir) if workdir else configs_lib.base_config(), (FileNotFoundError,), hard=False
+  )
   config_flags.DEFINE_config_dict("config", config, "The run's saved config; override keys with --config.k=v.")
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints + config.json).")
   flags.mark_flags_as_required(["workdir"])

@@ -124,14 +124,23 @@ def export_saved_model(model: inpaint.Inpainter, shape: Shape, path: str, platfo
 
   fill, weights = fill_function(model)
   image_spec, hole_spec = input_specs(shape)
-  converted = jax2tf.convert(fill, polymorphic_shapes=[None, image_spec, hole_spec], with_gradient=False,
-                             native_serialization_platforms=tuple(platforms))
+  converted = jax2tf.convert(
+    fill,
+    polymorphic_shapes=[None, image_spec, hole_spec],
+    with_gradient=False,
+    native_serialization_platforms=tuple(platforms),
+  )
   module = tf.Module()
   module.weights = tf.nest.map_structure(lambda w: tf.Variable(np.asarray(w), trainable=False), weights)
   height, width = shape if isinstance(shape, tuple) else (None, None)
 
-  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="image"),
-                                                 tf.TensorSpec([None, height, width], tf.uint8, name="hole")])
+  @tf.function(
+    autograph=False,
+    input_signature=[
+      tf.TensorSpec([None, height, width, 3], tf.uint8, name="image"),
+      tf.TensorSpec([None, height, width], tf.uint8, name="hole"),
+    ],
+  )
   def serve(image, hole):
     return {OUTPUT_KEY: converted(module.weights, image, hole)}
 
@@ -140,8 +149,14 @@ def export_saved_model(model: inpaint.Inpainter, shape: Shape, path: str, platfo
     tf.saved_model.save(module, path, signatures={SIGNATURE: serve})
 
 
-CONFIG_NAMES = {"unet/weighted": "wconv", "unet/partial": "pconv", "unet/plain": "plain",
-                "deepfill/deepfill_v2": "gated", "deepfill/deepfill_v1": "deepfill_v1", "lama/lama": "lama"}
+CONFIG_NAMES = {
+  "unet/weighted": "wconv",
+  "unet/partial": "pconv",
+  "unet/plain": "plain",
+  "deepfill/deepfill_v2": "gated",
+  "deepfill/deepfill_v1": "deepfill_v1",
+  "lama/lama": "lama",
+}
 
 
 def family(config) -> str:
@@ -156,25 +171,33 @@ def manifest(model: inpaint.Inpainter, shape: Shape, platforms) -> dict[str, Any
   image_spec, hole_spec = input_specs(shape)
   stride = None if isinstance(shape, tuple) else shape
   return {
-      "family": family(config),
-      # the run saves its config, not the file's name: the file whose model this is, and the model's own keys
-      "config": f"configs/{CONFIG_NAMES.get(family(config), 'unknown')}.py",
-      "model": config.model.to_dict(),
-      "workdir": os.path.abspath(model.workdir),
-      "step": int(model.run.step),
-      "training_size": model.size,
-      "stride": stride,
-      "symbolic_height_width": stride is not None,
-      "shape_note": (f"H and W: any multiples of {stride}" if stride is not None else
-                     f"fixed H x W = {shape[0]} x {shape[1]}: other sizes need another export (--size)"),
-      "inputs": {"image": {"shape": image_spec, "dtype": "uint8", "meaning": "RGB, 0..255"},
-                 "hole": {"shape": hole_spec, "dtype": "uint8", "meaning": "nonzero = fill this pixel"}},
-      "output": {"shape": image_spec, "dtype": "uint8",
-                 "meaning": "the model's fill in the hole, the input's pixels elsewhere"},
-      "platforms": list(platforms),
-      "files": {"stablehlo": STABLEHLO_FILE, "saved_model": SAVED_MODEL_DIR},
-      "saved_model": {"signature": SIGNATURE, "inputs": ["image", "hole"], "output": OUTPUT_KEY},
-      "jax_version": jax.__version__,
+    "family": family(config),
+    # the run saves its config, not the file's name: the file whose model this is, and the model's own keys
+    "config": f"configs/{CONFIG_NAMES.get(family(config), 'unknown')}.py",
+    "model": config.model.to_dict(),
+    "workdir": os.path.abspath(model.workdir),
+    "step": int(model.run.step),
+    "training_size": model.size,
+    "stride": stride,
+    "symbolic_height_width": stride is not None,
+    "shape_note": (
+      f"H and W: any multiples of {stride}"
+      if stride is not None
+      else f"fixed H x W = {shape[0]} x {shape[1]}: other sizes need another export (--size)"
+    ),
+    "inputs": {
+      "image": {"shape": image_spec, "dtype": "uint8", "meaning": "RGB, 0..255"},
+      "hole": {"shape": hole_spec, "dtype": "uint8", "meaning": "nonzero = fill this pixel"},
+    },
+    "output": {
+      "shape": image_spec,
+      "dtype": "uint8",
+      "meaning": "the model's fill in the hole, the input's pixels elsewhere",
+    },
+    "platforms": list(platforms),
+    "files": {"stablehlo": STABLEHLO_FILE, "saved_model": SAVED_MODEL_DIR},
+    "saved_model": {"signature": SIGNATURE, "inputs": ["image", "hole"], "output": OUTPUT_KEY},
+    "jax_version": jax.__version__,
   }
 
 
@@ -186,8 +209,13 @@ def _check_out(out: str) -> None:
     raise ValueError(f"--out {out!r} is a folder that holds other files, not an earlier export; choose another")
 
 
-def export_run(workdir: str | inpaint.Inpainter, out: str, platforms=("cpu",), saved_model: bool = True,
-               size: tuple[int, int] | None = None) -> dict[str, Any]:
+def export_run(
+  workdir: str | inpaint.Inpainter,
+  out: str,
+  platforms=("cpu",),
+  saved_model: bool = True,
+  size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
   """Writes the export of a run (or a loaded `Inpainter`) to `out`; returns the manifest.
 
   `size` (H, W) exports that fixed size instead of symbolic ones: for a model whose shape logic is not symbolic,
@@ -199,19 +227,24 @@ def export_run(workdir: str | inpaint.Inpainter, out: str, platforms=("cpu",), s
   _check_out(out)
   model = workdir if isinstance(workdir, inpaint.Inpainter) else inpaint.load(workdir)
   if model.run.config.task == "dcgan":
-    raise ValueError("a DCGAN run completes an image by optimising a latent per image: there is no feed-forward "
-                     "fill to export (export a U-Net or DeepFill run)")
+    raise ValueError(
+      "a DCGAN run completes an image by optimising a latent per image: there is no feed-forward "
+      "fill to export (export a U-Net or DeepFill run)"
+    )
   if size is not None:
     size = (int(size[0]), int(size[1]))
     if not model.accepts(*size):
-      raise ValueError(f"the model cannot take {size[0]} x {size[1]} (height x width) whole; give a size it "
-                       f"takes, e.g. a multiple of its training size {model.size}")
+      raise ValueError(
+        f"the model cannot take {size[0]} x {size[1]} (height x width) whole; give a size it "
+        f"takes, e.g. a multiple of its training size {model.size}"
+      )
     shape, exported = size, _export(model, size, platforms)
   else:
     shape, exported = find_shape(model, platforms)
     if isinstance(shape, tuple):
-      logging.warning("the model does not trace with symbolic H, W: exporting %d x %d only (--size=HxW for "
-                      "another)", *shape)
+      logging.warning(
+        "the model does not trace with symbolic H, W: exporting %d x %d only (--size=HxW for another)", *shape
+      )
   info = manifest(model, shape, platforms)
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
@@ -258,15 +291,21 @@ def main(argv=None) -> None:
   flags.DEFINE_string("out", None, "Folder to write fill.stablehlo, saved_model/ and manifest.json into.")
   flags.DEFINE_list("platforms", ["cpu"], "Platforms to lower for: cpu, cuda, rocm, tpu (one artifact serves all).")
   flags.DEFINE_bool("saved_model", True, "Also write the TensorFlow SavedModel.")
-  flags.DEFINE_string("size", None, "HxW, e.g. 512x768: export this fixed size, not symbolic ones (for models whose "
-                      "shape logic is not symbolic, such as the demo U-Net's push-pull fill).")
+  flags.DEFINE_string(
+    "size",
+    None,
+    "HxW, e.g. 512x768: export this fixed size, not symbolic ones (for models whose "
+    "shape logic is not symbolic, such as the demo U-Net's push-pull fill).",
+  )
   flags.mark_flags_as_required(["workdir", "out"])
   FLAGS = flags.FLAGS
 
   def run() -> None:
     info = export_run(FLAGS.workdir, FLAGS.out, FLAGS.platforms, FLAGS.saved_model, parse_size(FLAGS.size))
-    print(f"exported {info['family']} (step {info['step']}) to {FLAGS.out}: {info['shape_note']}; "
-          f"platforms {','.join(info['platforms'])}")
+    print(
+      f"exported {info['family']} (step {info['step']}) to {FLAGS.out}: {info['shape_note']}; "
+      f"platforms {','.join(info['platforms'])}"
+    )
 
   cli.run_main(run, argv, errors=(ValueError, FileNotFoundError, OSError))
 

@@ -86,9 +86,19 @@ def g_wgan(fake: jax.Array) -> jax.Array:
 
 
 D_LOSSES: dict[str, Callable[..., jax.Array]] = {
-    "hinge": d_hinge, "sigmoid_ce": d_sigmoid_ce, "softmax_ce": d_softmax_ce, "mse": d_mse, "wgan": d_wgan}
+  "hinge": d_hinge,
+  "sigmoid_ce": d_sigmoid_ce,
+  "softmax_ce": d_softmax_ce,
+  "mse": d_mse,
+  "wgan": d_wgan,
+}
 G_LOSSES: dict[str, Callable[..., jax.Array]] = {
-    "hinge": g_hinge, "sigmoid_ce": g_sigmoid_ce, "softmax_ce": g_softmax_ce, "mse": g_mse, "wgan": g_wgan}
+  "hinge": g_hinge,
+  "sigmoid_ce": g_sigmoid_ce,
+  "softmax_ce": g_softmax_ce,
+  "mse": g_mse,
+  "wgan": g_wgan,
+}
 
 
 def get_gan_loss(name: str) -> tuple[Callable[..., jax.Array], Callable[..., jax.Array]]:
@@ -98,8 +108,9 @@ def get_gan_loss(name: str) -> tuple[Callable[..., jax.Array], Callable[..., jax
   return D_LOSSES[name], G_LOSSES[name]
 
 
-def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array,
-                     rng: jax.Array, weight: float = 10.0) -> jax.Array:
+def gradient_penalty(
+  critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, rng: jax.Array, weight: float = 10.0
+) -> jax.Array:
   """WGAN-GP: weight * mean_i (||d critic(x_hat_i) / d x_hat_i||_2 - 1)^2, x_hat = eps real + (1 - eps) fake.
 
   real, fake: f32[B, ...]; `critic` maps a batch to per-example (or per-patch) values; eps ~ U(0, 1) per example.

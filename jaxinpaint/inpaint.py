@@ -126,8 +126,10 @@ def _fit_hole(hole: np.ndarray, image: np.ndarray, resize_mask: bool) -> np.ndar
   if hole.shape == image.shape[:2]:
     return hole
   if not resize_mask:
-    raise ValueError(f"mask is {hole.shape[0]}x{hole.shape[1]} but the image is {image.shape[0]}x{image.shape[1]} "
-                     "(height x width); pass --resize_mask (resize_mask=True) to resize it to the image")
+    raise ValueError(
+      f"mask is {hole.shape[0]}x{hole.shape[1]} but the image is {image.shape[0]}x{image.shape[1]} "
+      "(height x width); pass --resize_mask (resize_mask=True) to resize it to the image"
+    )
   return resize_hole(hole, *image.shape[:2])
 
 
@@ -185,24 +187,32 @@ def _fill_tiles(model: Inpainter, x: np.ndarray, valid: np.ndarray) -> np.ndarra
   ph, pw = max(h, s), max(w, s)
   x, valid = _pad_known(x, valid, ph, pw)
   stride = max(s - s // 4, 1)  # a quarter of a tile of overlap to blend across
-  tiles = [(t, l) for t in _starts(ph, s, stride) for l in _starts(pw, s, stride)
-           if (valid[t:t + s, l:l + s] < 0.5).any()]
+  tiles = [
+    (t, l) for t in _starts(ph, s, stride) for l in _starts(pw, s, stride) if (valid[t : t + s, l : l + s] < 0.5).any()
+  ]
   window = _tent(s)
   total = np.zeros((ph, pw, 3), np.float32)
   weight = np.full((ph, pw, 1), 1e-12, np.float32)
   for i in range(0, len(tiles), TILE_BATCH):
-    group = tiles[i:i + TILE_BATCH]
-    batch = [(x[t:t + s, l:l + s], valid[t:t + s, l:l + s]) for t, l in group]
+    group = tiles[i : i + TILE_BATCH]
+    batch = [(x[t : t + s, l : l + s], valid[t : t + s, l : l + s]) for t, l in group]
     batch += [batch[-1]] * (TILE_BATCH - len(batch))  # one compiled shape for every call
     out = model.predict(np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]))
     for (t, l), tile in zip(group, out):
-      total[t:t + s, l:l + s] += window * tile
-      weight[t:t + s, l:l + s] += window
+      total[t : t + s, l : l + s] += window * tile
+      weight[t : t + s, l : l + s] += window
   return (total / weight)[:h, :w]
 
 
-def inpaint(model: Inpainter | str | os.PathLike, image: Any, mask: Any, *, invert_mask: bool = False,
-            resize_mask: bool = False, mode: str = "auto") -> np.ndarray:
+def inpaint(
+  model: Inpainter | str | os.PathLike,
+  image: Any,
+  mask: Any,
+  *,
+  invert_mask: bool = False,
+  resize_mask: bool = False,
+  mode: str = "auto",
+) -> np.ndarray:
   """Fills the holes of `image` with a trained model; returns uint8[H, W, 3] of the input's size.
 
   Args:
@@ -219,8 +229,7 @@ def inpaint(model: Inpainter | str | os.PathLike, image: Any, mask: Any, *, inve
     raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
   image = read_image(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else sources.to_rgb(image)
   hole = _fit_hole(read_hole(mask, invert_mask), image, resize_mask)
-  _warn_polarity(hole, f"mask {os.fspath(mask)!r}" if isinstance(mask, (str, os.PathLike)) else "the mask",
-                 invert_mask)
+  _warn_polarity(hole, f"mask {os.fspath(mask)!r}" if isinstance(mask, (str, os.PathLike)) else "the mask", invert_mask)
   return _inpaint_hole(model, image, hole, mode)
 
 
@@ -310,16 +319,26 @@ def _check_outputs(jobs: list[tuple[str, str | None, str]], grid: bool, inputs: 
     for path in [output] + ([_grid_path(output)] if grid else []):
       key = os.path.normcase(os.path.realpath(path))
       if key in owner:
-        raise ValueError(f"{owner[key]!r} and {image!r} would both be written to {path!r}; rename one of them "
-                         "(results are named <photo name>.png)")
+        raise ValueError(
+          f"{owner[key]!r} and {image!r} would both be written to {path!r}; rename one of them "
+          "(results are named <photo name>.png)"
+        )
       owner[key] = image
       if os.path.realpath(path) in protected:
         raise ValueError(f"{what} would overwrite the input {path!r}; write the results somewhere else")
       _check_writable(path, what, probed)
 
 
-def plan_jobs(*, image: str | None, mask: str | None, output: str | None, image_dir: str | None,
-              mask_dir: str | None, output_dir: str | None, grid: bool = False) -> list[tuple[str, str | None, str]]:
+def plan_jobs(
+  *,
+  image: str | None,
+  mask: str | None,
+  output: str | None,
+  image_dir: str | None,
+  mask_dir: str | None,
+  output_dir: str | None,
+  grid: bool = False,
+) -> list[tuple[str, str | None, str]]:
   """(image, mask, output) triples for single-file or folder mode, all checked before any model runs.
 
   ValueError for an incomplete request, outputs that cannot be written, that would overwrite an input (a photo
@@ -341,15 +360,18 @@ def plan_jobs(*, image: str | None, mask: str | None, output: str | None, image_
     _check_outputs(jobs, grid, [image, mask], "--output")
     return jobs
   if not image_dir:
-    raise ValueError("give --image (with --mask, --output) or --image_dir (with --mask_dir or --mask, and "
-                     "--output_dir)")
+    raise ValueError(
+      "give --image (with --mask, --output) or --image_dir (with --mask_dir or --mask, and --output_dir)"
+    )
   if not os.path.isdir(image_dir):
     raise ValueError(f"--image_dir {image_dir!r} is not a directory")
   if not output_dir or not (mask_dir or mask):
     raise ValueError("--image_dir needs --output_dir and either --mask_dir or one --mask for every image")
   if _same(output_dir, image_dir):
-    raise ValueError(f"--output_dir {output_dir!r} is the --image_dir: results would overwrite or mix with the "
-                     "photos; choose another folder")
+    raise ValueError(
+      f"--output_dir {output_dir!r} is the --image_dir: results would overwrite or mix with the "
+      "photos; choose another folder"
+    )
   if mask_dir and not os.path.isdir(mask_dir):
     raise ValueError(f"--mask_dir {mask_dir!r} is not a directory")
   found = sources.list_images(image_dir)
@@ -360,18 +382,28 @@ def plan_jobs(*, image: str | None, mask: str | None, output: str | None, image_
   used = {os.path.realpath(m) for _, m in pairs if m}
   pairs = [(p, m) for p, m in pairs if os.path.realpath(p) not in used]  # some photo's mask is not a photo
   if not pairs:
-    raise ValueError(f"--image_dir {image_dir!r} holds no photos ({len(found)} "
-                     f"{'/'.join(sources.IMAGE_EXTENSIONS)} files, all of them masks or results)" if found else
-                     f"--image_dir {image_dir!r} holds no {'/'.join(sources.IMAGE_EXTENSIONS)} files")
+    raise ValueError(
+      f"--image_dir {image_dir!r} holds no photos ({len(found)} "
+      f"{'/'.join(sources.IMAGE_EXTENSIONS)} files, all of them masks or results)"
+      if found
+      else f"--image_dir {image_dir!r} holds no {'/'.join(sources.IMAGE_EXTENSIONS)} files"
+    )
   if len(found) > len(pairs):
-    logging.info("%d of the %d image files under %s are masks or results, not photos", len(found) - len(pairs),
-                 len(found), image_dir)
+    logging.info(
+      "%d of the %d image files under %s are masks or results, not photos",
+      len(found) - len(pairs),
+      len(found),
+      image_dir,
+    )
   if all(m is None for _, m in pairs):
-    raise ValueError(f"no mask in {mask_dir!r} for any of the {len(pairs)} images (e.g. "
-                     f"{os.path.relpath(pairs[0][0], image_dir)!r}; looked for the same name, or name_mask, with "
-                     "any image extension)")
-  jobs = [(p, m, os.path.join(output_dir, os.path.splitext(os.path.relpath(p, image_dir))[0] + ".png"))
-          for p, m in pairs]
+    raise ValueError(
+      f"no mask in {mask_dir!r} for any of the {len(pairs)} images (e.g. "
+      f"{os.path.relpath(pairs[0][0], image_dir)!r}; looked for the same name, or name_mask, with "
+      "any image extension)"
+    )
+  jobs = [
+    (p, m, os.path.join(output_dir, os.path.splitext(os.path.relpath(p, image_dir))[0] + ".png")) for p, m in pairs
+  ]
   inputs = found + (sources.list_images(mask_dir) if mask_dir else [mask])
   _check_outputs(jobs, grid, inputs, f"--output_dir {output_dir!r}")
   return jobs
@@ -381,8 +413,7 @@ def _save(array: np.ndarray, path: str) -> str:
   """Writes uint8[H, W, 3] to `path` whole or not at all (a temporary file renamed into place)."""
   ext = os.path.splitext(path)[1].lower()
   if ext in (".jpg", ".jpeg"):
-    logging.warning("%s: JPEG is lossy, so the known pixels on disk will not be the input's exactly; use .png",
-                    path)
+    logging.warning("%s: JPEG is lossy, so the known pixels on disk will not be the input's exactly; use .png", path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   partial = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
@@ -405,19 +436,27 @@ class Report:
   skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
-def run_files(model: Inpainter, jobs: list[tuple[str, str | None, str]], *, invert_mask: bool, resize_mask: bool,
-              mode: str, grid: bool, progress: bool = True) -> Report:
+def run_files(
+  model: Inpainter,
+  jobs: list[tuple[str, str | None, str]],
+  *,
+  invert_mask: bool,
+  resize_mask: bool,
+  mode: str,
+  grid: bool,
+  progress: bool = True,
+) -> Report:
   """Inpaints each (image, mask, output) path triple. A job that fails (no mask, an unreadable or coloured file,
   a mask of another size, a failed write) is skipped with its reason and the others go on."""
   from tqdm import tqdm
 
   report = Report()
-  for image_path, mask_path, output in tqdm(jobs, unit="image", disable=not progress or len(jobs) < 2,
-                                            file=sys.stderr):
+  for image_path, mask_path, output in tqdm(jobs, unit="image", disable=not progress or len(jobs) < 2, file=sys.stderr):
     try:
       if mask_path is None:
-        raise ValueError("no mask for it in --mask_dir (looked for the same name, or name_mask, with any image "
-                         "extension)")
+        raise ValueError(
+          "no mask for it in --mask_dir (looked for the same name, or name_mask, with any image extension)"
+        )
       image = read_image(image_path)
       hole = _fit_hole(read_hole(mask_path, invert_mask), image, resize_mask)
       _warn_polarity(hole, f"mask {mask_path!r}", invert_mask)
@@ -449,20 +488,30 @@ def main(argv=None) -> None:
   FLAGS = flags.FLAGS
 
   def run() -> None:
-    jobs = plan_jobs(image=FLAGS.image, mask=FLAGS.mask, output=FLAGS.output, image_dir=FLAGS.image_dir,
-                     mask_dir=FLAGS.mask_dir, output_dir=FLAGS.output_dir, grid=FLAGS.grid)
+    jobs = plan_jobs(
+      image=FLAGS.image,
+      mask=FLAGS.mask,
+      output=FLAGS.output,
+      image_dir=FLAGS.image_dir,
+      mask_dir=FLAGS.mask_dir,
+      output_dir=FLAGS.output_dir,
+      grid=FLAGS.grid,
+    )
     model = load(FLAGS.workdir)
     with warnings.catch_warnings():
       warnings.simplefilter("always", MaskPolarityWarning)
       warnings.showwarning = lambda message, *a, **k: logging.warning("%s", message)
-      report = run_files(model, jobs, invert_mask=FLAGS.invert_mask, resize_mask=FLAGS.resize_mask,
-                         mode=FLAGS.mode, grid=FLAGS.grid)
+      report = run_files(
+        model, jobs, invert_mask=FLAGS.invert_mask, resize_mask=FLAGS.resize_mask, mode=FLAGS.mode, grid=FLAGS.grid
+      )
     if FLAGS.image and report.skipped:
       cli.fail(report.skipped[0][1])
     written = report.written
     done = len(jobs) - len(report.skipped)
-    print(f"inpainted {done} of {len(jobs)} images, wrote {len(written)} files"
-          f"{': ' if written else ''}{', '.join(written[:4])}{' ...' if len(written) > 4 else ''}")
+    print(
+      f"inpainted {done} of {len(jobs)} images, wrote {len(written)} files"
+      f"{': ' if written else ''}{', '.join(written[:4])}{' ...' if len(written) > 4 else ''}"
+    )
     if report.skipped:
       for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)

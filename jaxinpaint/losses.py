@@ -115,16 +115,19 @@ def _check_features(*feature_lists) -> None:
     raise ValueError(f"feature lists must be equal non-empty lists of f32[B, H, W, C]; got shapes {shapes}")
 
 
-def perceptual_loss(out_features: Sequence[jax.Array], comp_features: Sequence[jax.Array],
-                    gt_features: Sequence[jax.Array]) -> jax.Array:
+def perceptual_loss(
+  out_features: Sequence[jax.Array], comp_features: Sequence[jax.Array], gt_features: Sequence[jax.Array]
+) -> jax.Array:
   """L_perceptual (eq. 3): sum_p mean|Psi_p(I_out) - Psi_p(I_gt)| + mean|Psi_p(I_comp) - Psi_p(I_gt)|."""
   _check_features(out_features, comp_features, gt_features)
-  return sum(jnp.mean(jnp.abs(o - g)) + jnp.mean(jnp.abs(c - g))
-             for o, c, g in zip(out_features, comp_features, gt_features))
+  return sum(
+    jnp.mean(jnp.abs(o - g)) + jnp.mean(jnp.abs(c - g)) for o, c, g in zip(out_features, comp_features, gt_features)
+  )
 
 
-def style_loss(out_features: Sequence[jax.Array], comp_features: Sequence[jax.Array],
-               gt_features: Sequence[jax.Array]) -> jax.Array:
+def style_loss(
+  out_features: Sequence[jax.Array], comp_features: Sequence[jax.Array], gt_features: Sequence[jax.Array]
+) -> jax.Array:
   """L_style_out + L_style_comp (eqs. 4-5): sum_p mean over batch and C_p x C_p entries of |G_p(.) - G_p(gt)|.
 
   The mean over the C_p^2 Gram entries is the paper's 1 / (C_p C_p); G_p is `gram_matrix` (K_p = 1/(C H W)).
@@ -145,8 +148,10 @@ def make_perceptual_fn(vgg_weights_path: str | os.PathLike | None) -> FeatureFn 
   """
   if vgg_weights_path is None or not os.path.isfile(vgg_weights_path):
     where = "no VGG16 weights path given" if vgg_weights_path is None else f"{vgg_weights_path!r} not found"
-    logging.warning("%s: the perceptual and style loss terms are switched off (make the weights with "
-                    "scripts/convert_vgg16.py).", where)
+    logging.warning(
+      "%s: the perceptual and style loss terms are switched off (make the weights with scripts/convert_vgg16.py).",
+      where,
+    )
     return None
   params = load_vgg16_params(vgg_weights_path)
   model = VGG16Features()
@@ -157,8 +162,9 @@ def make_perceptual_fn(vgg_weights_path: str | os.PathLike | None) -> FeatureFn 
   return features
 
 
-def pconv_loss(output, target, valid, vgg_fn: FeatureFn | None = None,
-               weights: Sequence[float] = PCONV_WEIGHTS) -> tuple[jax.Array, dict[str, jax.Array]]:
+def pconv_loss(
+  output, target, valid, vgg_fn: FeatureFn | None = None, weights: Sequence[float] = PCONV_WEIGHTS
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Partial-conv total loss (eq. 7): w_v L_valid + w_h L_hole + w_p L_perc + w_s L_style + w_tv L_tv.
 
   Args:
@@ -180,19 +186,20 @@ def pconv_loss(output, target, valid, vgg_fn: FeatureFn | None = None,
   w_valid, w_hole, w_perc, w_style, w_tv = weights
   composite = valid * target + (1.0 - valid) * output
   terms = {
-      "valid_l1": valid_l1(output, target, valid),
-      "hole_l1": hole_l1(output, target, valid),
-      "tv": tv_loss(composite, valid),
+    "valid_l1": valid_l1(output, target, valid),
+    "hole_l1": hole_l1(output, target, valid),
+    "tv": tv_loss(composite, valid),
   }
   total = w_valid * terms["valid_l1"] + w_hole * terms["hole_l1"] + w_tv * terms["tv"]
   if vgg_fn is None:
-    logging.log_first_n(logging.WARNING, "pconv_loss without a VGG feature fn: perceptual and style terms "
-                        "are left out of the total.", 1)
+    logging.log_first_n(
+      logging.WARNING, "pconv_loss without a VGG feature fn: perceptual and style terms are left out of the total.", 1
+    )
     return total, terms
   # One VGG pass over [output; composite; target], split back into three.
   b = output.shape[0]
   feats = vgg_fn(jnp.concatenate([output, composite, jax.lax.stop_gradient(target)]))
-  out_f, comp_f, gt_f = ([f[i * b:(i + 1) * b] for f in feats] for i in range(3))
+  out_f, comp_f, gt_f = ([f[i * b : (i + 1) * b] for f in feats] for i in range(3))
   terms["perceptual"] = perceptual_loss(out_f, comp_f, gt_f)
   terms["style"] = style_loss(out_f, comp_f, gt_f)
   total = total + w_perc * terms["perceptual"] + w_style * terms["style"]
@@ -228,8 +235,7 @@ def resize_nearest(mask: jax.Array, height: int, width: int) -> jax.Array:
   return mask[:, rows][:, :, cols]
 
 
-def nonsaturating_d_loss(real_logits: jax.Array, fake_logits: jax.Array, hole: jax.Array | None = None
-                         ) -> jax.Array:
+def nonsaturating_d_loss(real_logits: jax.Array, fake_logits: jax.Array, hole: jax.Array | None = None) -> jax.Array:
   """D's non-saturating loss: mean softplus(-D(real)) + mean of the fake term, logits f32[B, h, w].
 
   Without `hole`: softplus(D(fake)). With `hole` f32[B, h, w] (1 = hole, LaMa's `mask_as_fake_target`): only the
@@ -271,8 +277,9 @@ def make_resnet_pl_fn(weights_path: str | os.PathLike | None) -> FeatureFn | Non
   if weights_path is None:
     return None
   if not os.path.isfile(weights_path):
-    logging.warning("ResNet-PL weights %r not found: no ResNet-PL term (make them with "
-                    "scripts/convert_resnet_pl.py).", weights_path)
+    logging.warning(
+      "ResNet-PL weights %r not found: no ResNet-PL term (make them with scripts/convert_resnet_pl.py).", weights_path
+    )
     return None
   model, variables = load_resnet_pl(weights_path)
 

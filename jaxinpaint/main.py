@@ -17,24 +17,32 @@ from ml_collections import config_flags
 
 from jaxinpaint import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/wconv.py:demo.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/wconv.py:demo.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and samples.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", os.environ.get("JAXINPAINT_DISTRIBUTED", "0") == "1",
-                                 "Call jax.distributed.initialize() (multi-host).")
-_RESTORE_STEP = flags.DEFINE_integer("restore_step", None, "Resume (or fork) from this checkpoint step instead of the "
-                                     "newest readable one; newer steps are moved to WORKDIR/discarded_checkpoints.")
-_FORK_TO = flags.DEFINE_string("fork_to", None, "Start a run of --config in this new directory from --workdir's "
-                               "latest (or --restore_step) checkpoint, e.g. to continue a run with another config.")
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed", os.environ.get("JAXINPAINT_DISTRIBUTED", "0") == "1", "Call jax.distributed.initialize() (multi-host)."
+)
+_RESTORE_STEP = flags.DEFINE_integer(
+  "restore_step",
+  None,
+  "Resume (or fork) from this checkpoint step instead of the "
+  "newest readable one; newer steps are moved to WORKDIR/discarded_checkpoints.",
+)
+_FORK_TO = flags.DEFINE_string(
+  "fork_to",
+  None,
+  "Start a run of --config in this new directory from --workdir's "
+  "latest (or --restore_step) checkpoint, e.g. to continue a run with another config.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 PREEMPTED_STATUS = 143  # 128 + SIGTERM: what a shell reports for a job killed by SIGTERM
 
 # mode -> "module:function", each called as function(config, workdir). Features add their own mode here.
 MODES = {
-    "train": "jaxinpaint.train:train_and_evaluate",
-    "eval": "jaxinpaint.evaluate:evaluate",
-    "complete": "jaxinpaint.complete:complete_run",
+  "train": "jaxinpaint.train:train_and_evaluate",
+  "eval": "jaxinpaint.evaluate:evaluate",
+  "complete": "jaxinpaint.complete:complete_run",
 }
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to run on --config and --workdir.")
 
@@ -69,8 +77,13 @@ def _run() -> None:
     from jaxinpaint import sharding  # reads JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
 
     sharding.initialize_distributed()
-  logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+    "JAX process %d/%d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   import contextlib
   import importlib
 
@@ -80,11 +93,16 @@ def _run() -> None:
   if _FORK_TO.value and os.path.realpath(_FORK_TO.value) == os.path.realpath(_WORKDIR.value):
     raise ValueError(f"--fork_to={_FORK_TO.value} is --workdir itself; a fork needs a new directory")
   if _MODE.value == "train":
-    result = train.train_and_evaluate(config, _FORK_TO.value or _WORKDIR.value, restore_step=_RESTORE_STEP.value,
-                                      fork_from=_WORKDIR.value if _FORK_TO.value else None)
+    result = train.train_and_evaluate(
+      config,
+      _FORK_TO.value or _WORKDIR.value,
+      restore_step=_RESTORE_STEP.value,
+      fork_from=_WORKDIR.value if _FORK_TO.value else None,
+    )
     if result.get("preempted"):
-      logging.warning("preempted: checkpoint of step %d saved; exiting with status %d", result["step"],
-                      PREEMPTED_STATUS)
+      logging.warning(
+        "preempted: checkpoint of step %d saved; exiting with status %d", result["step"], PREEMPTED_STATUS
+      )
       sys.exit(PREEMPTED_STATUS)
     if config.eval.get("after_train", False):  # make demo ends with its verdict: model vs classical peers
       from jaxinpaint import report

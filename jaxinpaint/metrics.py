@@ -47,8 +47,7 @@ def _check_region(region, like: jax.Array, name: str = "region") -> jax.Array:
   region = _as_image(region, name)
   b, h, w, c = like.shape
   if region.shape[:3] != (b, h, w) or region.shape[3] not in (1, c):
-    raise ValueError(f"{name} must be f32[{b}, {h}, {w}, 1 or {c}] to match images {like.shape}; "
-                     f"got {region.shape}")
+    raise ValueError(f"{name} must be f32[{b}, {h}, {w}, 1 or {c}] to match images {like.shape}; got {region.shape}")
   return region
 
 
@@ -120,10 +119,12 @@ def _gaussian_valid(x: jax.Array) -> jax.Array:
   taps = jnp.asarray(_gaussian_taps())
   dims = ("NHWC", "HWIO", "NHWC")
   highest = jax.lax.Precision.HIGHEST  # default TPU/GPU conv precision is too coarse for variances
-  x = jax.lax.conv_general_dilated(x, taps.reshape(-1, 1, 1, 1), (1, 1), "VALID",
-                                   dimension_numbers=dims, precision=highest)
-  return jax.lax.conv_general_dilated(x, taps.reshape(1, -1, 1, 1), (1, 1), "VALID",
-                                      dimension_numbers=dims, precision=highest)
+  x = jax.lax.conv_general_dilated(
+    x, taps.reshape(-1, 1, 1, 1), (1, 1), "VALID", dimension_numbers=dims, precision=highest
+  )
+  return jax.lax.conv_general_dilated(
+    x, taps.reshape(1, -1, 1, 1), (1, 1), "VALID", dimension_numbers=dims, precision=highest
+  )
 
 
 def ssim(target, output, max_val: float = 1.0) -> jax.Array:
@@ -171,13 +172,13 @@ def inpainting_metrics(target, output, valid) -> dict[str, jax.Array]:
   composite = valid * target + hole * output
   ssim_composite = ssim(target, composite)
   return {
-      "l1": 100.0 * l1(target, output, hole),
-      "l2": 100.0 * l2(target, output, hole),
-      "tv": 100.0 * tv(composite, hole),
-      "psnr": psnr(target, output, hole),
-      "ssim": ssim_composite,
-      "psnr_full": psnr(target, composite),
-      "ssim_full": ssim_composite,
+    "l1": 100.0 * l1(target, output, hole),
+    "l2": 100.0 * l2(target, output, hole),
+    "tv": 100.0 * tv(composite, hole),
+    "psnr": psnr(target, output, hole),
+    "ssim": ssim_composite,
+    "psnr_full": psnr(target, composite),
+    "ssim_full": ssim_composite,
   }
 
 

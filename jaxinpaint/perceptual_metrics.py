@@ -123,11 +123,15 @@ class InceptionE(nn.Module):
   def __call__(self, x):
     b1 = _conv("branch1x1", 320)(x)
     b3 = _conv("branch3x3_1", 384)(x)
-    b3 = jnp.concatenate([_conv("branch3x3_2a", 384, (1, 3), padded=True)(b3),
-                          _conv("branch3x3_2b", 384, (3, 1), padded=True)(b3)], axis=-1)
+    b3 = jnp.concatenate(
+      [_conv("branch3x3_2a", 384, (1, 3), padded=True)(b3), _conv("branch3x3_2b", 384, (3, 1), padded=True)(b3)],
+      axis=-1,
+    )
     bd = _conv("branch3x3dbl_2", 384, (3, 3), padded=True)(_conv("branch3x3dbl_1", 448)(x))
-    bd = jnp.concatenate([_conv("branch3x3dbl_3a", 384, (1, 3), padded=True)(bd),
-                          _conv("branch3x3dbl_3b", 384, (3, 1), padded=True)(bd)], axis=-1)
+    bd = jnp.concatenate(
+      [_conv("branch3x3dbl_3a", 384, (1, 3), padded=True)(bd), _conv("branch3x3dbl_3b", 384, (3, 1), padded=True)(bd)],
+      axis=-1,
+    )
     if self.pool == "avg":
       pooled = _avg_pool_3x3(x)
     else:
@@ -150,8 +154,7 @@ class InceptionV3Pool(nn.Module):
   def __call__(self, x):
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"InceptionV3Pool expects f32[B, H, W, 3]; got shape {x.shape}")
-    x = jax.image.resize(x.astype(jnp.float32), (x.shape[0], self.size, self.size, 3), "bilinear",
-                         antialias=False)
+    x = jax.image.resize(x.astype(jnp.float32), (x.shape[0], self.size, self.size, 3), "bilinear", antialias=False)
     x = _conv("Conv2d_1a_3x3", 32, (3, 3), (2, 2))(x)
     x = _conv("Conv2d_2a_3x3", 32, (3, 3))(x)
     x = _conv("Conv2d_2b_3x3", 64, (3, 3), padded=True)(x)
@@ -175,15 +178,16 @@ class InceptionV3Pool(nn.Module):
 
 # VGG16 conv layers in order, grouped by block; LPIPS taps the ReLU after each block's last conv.
 VGG16_FULL = (
-    (("conv1_1", 64), ("conv1_2", 64)),
-    (("conv2_1", 128), ("conv2_2", 128)),
-    (("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256)),
-    (("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512)),
-    (("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512)),
+  (("conv1_1", 64), ("conv1_2", 64)),
+  (("conv2_1", 128), ("conv2_2", 128)),
+  (("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256)),
+  (("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512)),
+  (("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512)),
 )
 # torchvision `vgg16().features` index of each conv (ReLU and max-pool layers sit between them).
-VGG16_TORCH_INDEX = dict(zip([n for block in VGG16_FULL for n, _ in block],
-                             (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)))
+VGG16_TORCH_INDEX = dict(
+  zip([n for block in VGG16_FULL for n, _ in block], (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28))
+)
 
 
 class LpipsVGG(nn.Module):
@@ -271,12 +275,17 @@ def load_variables(kind: str, path: str | os.PathLike) -> dict:
   except (OSError, ValueError) as error:
     raise ValueError(f"{kind} weights file {path!r} is not a readable .npz: {error}") from None
   expected = traverse_util.flatten_dict(abstract_variables(kind), sep="/")
-  problems = [f"{k} has shape {arrays[k].shape}, expected {v.shape}" for k, v in expected.items()
-              if k in arrays and arrays[k].shape != v.shape]
+  problems = [
+    f"{k} has shape {arrays[k].shape}, expected {v.shape}"
+    for k, v in expected.items()
+    if k in arrays and arrays[k].shape != v.shape
+  ]
   problems += [f"missing {k}" for k in expected if k not in arrays]
   if problems:
-    raise ValueError(f"{kind} weights file {path!r} does not fit the network ({len(problems)} problems): "
-                     f"{'; '.join(problems[:4])}; convert it with {script}")
+    raise ValueError(
+      f"{kind} weights file {path!r} does not fit the network ({len(problems)} problems): "
+      f"{'; '.join(problems[:4])}; convert it with {script}"
+    )
   flat = {k: jnp.asarray(arrays[k], jnp.float32) for k in expected}
   return traverse_util.unflatten_dict(flat, sep="/")
 
@@ -286,8 +295,9 @@ def read_torch_state_dict(path: str) -> dict:
   try:
     import torch
   except ImportError:
-    raise SystemExit(f"reading {path} needs PyTorch: pip install torch --index-url "
-                     "https://download.pytorch.org/whl/cpu") from None
+    raise SystemExit(
+      f"reading {path} needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    ) from None
   state_dict = torch.load(path, map_location="cpu", weights_only=True)
   return state_dict.state_dict() if hasattr(state_dict, "state_dict") else state_dict
 
@@ -307,9 +317,13 @@ def inception_from_torch(state_dict) -> dict[str, np.ndarray]:
   `X.bn.running_{mean, var}` -> batch_stats/X/bn/{mean, var}; module paths keep their names ('.' -> '/').
   The classifier (`fc.*`) and BatchNorm step counters are dropped.
   """
-  renames = {"conv.weight": ("params", "conv/kernel"), "bn.weight": ("params", "bn/scale"),
-             "bn.bias": ("params", "bn/bias"), "bn.running_mean": ("batch_stats", "bn/mean"),
-             "bn.running_var": ("batch_stats", "bn/var")}
+  renames = {
+    "conv.weight": ("params", "conv/kernel"),
+    "bn.weight": ("params", "bn/scale"),
+    "bn.bias": ("params", "bn/bias"),
+    "bn.running_mean": ("batch_stats", "bn/mean"),
+    "bn.running_var": ("batch_stats", "bn/var"),
+  }
   out = {}
   for key, value in state_dict.items():
     if key.startswith(("fc.", "AuxLogits.")) or key.endswith("num_batches_tracked"):
@@ -449,8 +463,9 @@ class Perceptual:
   are not given; `notes` says what was left out and how to add it. A path that is given but missing raises.
   """
 
-  def __init__(self, inception: str | dict | None = None, lpips: str | dict | None = None,
-               fid_size: int = INCEPTION_SIZE):
+  def __init__(
+    self, inception: str | dict | None = None, lpips: str | dict | None = None, fid_size: int = INCEPTION_SIZE
+  ):
     self.notes: list[str] = []
     self.fid_features = self.lpips = None
     if inception:
@@ -458,14 +473,18 @@ class Perceptual:
       apply = jax.jit(InceptionV3Pool(size=fid_size).apply)
       self.fid_features = functools.partial(apply, variables)
     else:
-      self.notes.append("FID left out: no Inception weights (set config.eval.inception_weights to an npz made by "
-                        "scripts/convert_inception.py from pytorch-fid's pt_inception-2015-12-05 .pth).")
+      self.notes.append(
+        "FID left out: no Inception weights (set config.eval.inception_weights to an npz made by "
+        "scripts/convert_inception.py from pytorch-fid's pt_inception-2015-12-05 .pth)."
+      )
     if lpips:
       variables = lpips if isinstance(lpips, dict) else load_variables("lpips", lpips)
       self.lpips = functools.partial(jax.jit(LpipsVGG().apply), variables)
     else:
-      self.notes.append("LPIPS left out: no LPIPS-VGG weights (set config.eval.lpips_weights to an npz made by "
-                        "scripts/convert_lpips.py from torchvision's vgg16 .pth and lpips' vgg.pth).")
+      self.notes.append(
+        "LPIPS left out: no LPIPS-VGG weights (set config.eval.lpips_weights to an npz made by "
+        "scripts/convert_lpips.py from torchvision's vgg16 .pth and lpips' vgg.pth)."
+      )
 
   @property
   def names(self) -> Sequence[str]:

@@ -51,8 +51,17 @@ def is_terminal(stream: IO | None) -> bool:
     return False
 
 
-def bar(total: int | None, *, desc: str = "", unit: str = "it", initial: int = 0, stream: IO | None = None,
-        process_index: int | None = None, enabled: bool = True, **kwargs: Any):
+def bar(
+  total: int | None,
+  *,
+  desc: str = "",
+  unit: str = "it",
+  initial: int = 0,
+  stream: IO | None = None,
+  process_index: int | None = None,
+  enabled: bool = True,
+  **kwargs: Any,
+):
   """A tqdm bar on `stream` (default sys.stderr) when enabled, a terminal and process 0; else a `NoBar`.
 
   `process_index` defaults to `jax.process_index()` when jax is already imported, else 0.

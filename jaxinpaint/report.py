@@ -40,9 +40,13 @@ def margin_table(results, model: str, fill: str | None = None) -> str:
   gaps = margins(results, model, [m for m, _ in MARGIN_METRICS])
   labels = dict(MARGIN_METRICS)
   shown = [model, *([fill] if fill else []), *peers]
-  lines = ["| mask | metric | " + " | ".join(shown) + " | margin over best peer |"
-           + (" learned (model - fill) |" if fill else ""),
-           "|---|---|" + "---:|" * (len(shown) + 1 + bool(fill))]
+  lines = [
+    "| mask | metric | "
+    + " | ".join(shown)
+    + " | margin over best peer |"
+    + (" learned (model - fill) |" if fill else ""),
+    "|---|---|" + "---:|" * (len(shown) + 1 + bool(fill)),
+  ]
   for (kind, metric), gap in gaps.items():
     digits = 2 if metric == "psnr" else 4
     cells = [f"{results.value(m, kind, metric):.{digits}f}" for m in shown] + [f"{gap:+.{digits}f}"]
@@ -76,7 +80,9 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
     results.rows += evaluate.evaluate_methods({FILL: method}, eval_set, progress=False).rows
     fill = FILL
   info = results.info
-  print(f"\n{model} (step {info['step']}) against the classical peers: {info['examples']} held-out crops per mask "
-        f"kind ({info['data']}, {info['image_size']} px; PSNR on the hole, SSIM on the composite):\n")
+  print(
+    f"\n{model} (step {info['step']}) against the classical peers: {info['examples']} held-out crops per mask "
+    f"kind ({info['data']}, {info['image_size']} px; PSNR on the hole, SSIM on the composite):\n"
+  )
   print(margin_table(results, model, fill), flush=True)
   return margins(results, model)

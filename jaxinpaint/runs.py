@@ -104,8 +104,9 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str, hint: str = 
   try:
     saved = load_config(workdir)
   except ValueError as e:  # json.JSONDecodeError
-    raise ValueError(f"{os.path.join(workdir, CONFIG_FILE)} cannot be read ({e}); restore it or use another "
-                     "--workdir") from None
+    raise ValueError(
+      f"{os.path.join(workdir, CONFIG_FILE)} cannot be read ({e}); restore it or use another --workdir"
+    ) from None
   diffs = configs_lib.run_differences(saved, config)
   if diffs:
     shown = ", ".join(diffs[:6]) + (f" and {len(diffs) - 6} more" if len(diffs) > 6 else "")
@@ -117,8 +118,10 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str, hint: str = 
 
 def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
   s = config.data.image_size
-  return {"image": jax.ShapeDtypeStruct((batch_size, s, s, 3), jnp.float32),
-          "valid": jax.ShapeDtypeStruct((batch_size, s, s, 1), jnp.float32)}
+  return {
+    "image": jax.ShapeDtypeStruct((batch_size, s, s, 3), jnp.float32),
+    "valid": jax.ShapeDtypeStruct((batch_size, s, s, 1), jnp.float32),
+  }
 
 
 def init_state(rng: jax.Array, *, task, tx: optax.GradientTransformation, config) -> TrainState:
@@ -127,8 +130,9 @@ def init_state(rng: jax.Array, *, task, tx: optax.GradientTransformation, config
   variables = dict(task.init(rng, batch))
   params = variables.pop("params")
   ema = params if config.train.ema_decay > 0 else None
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                    opt_state=tx.init(params), ema_params=ema)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32), params=params, model_state=variables, opt_state=tx.init(params), ema_params=ema
+  )
 
 
 def seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
@@ -158,8 +162,9 @@ class Restored:
   mesh: Any
 
 
-def restore(workdir: str, config: ml_collections.ConfigDict | None = None, devices=None,
-            batch_size: int | None = None) -> Restored:
+def restore(
+  workdir: str, config: ml_collections.ConfigDict | None = None, devices=None, batch_size: int | None = None
+) -> Restored:
   """Rebuilds the model of the run in `workdir` and restores its newest readable checkpoint (state only).
 
   `config` defaults to the run's saved config (with eval defaults filled in). `batch_size` (or, when the config's

@@ -75,8 +75,11 @@ def decode_image(data: bytes, what: str, max_pixels: int) -> np.ndarray:
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
     raise BadInput(f"the {what} is not an image file this server can read (PNG, JPEG, WebP, BMP, ...)") from None
   if w * h > max_pixels:
-    raise BadInput(f"the {what} is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server takes at most "
-                   f"{max_pixels / 1e6:.1f} (start it with a larger --max_pixels, or scale the photo down)", 413)
+    raise BadInput(
+      f"the {what} is {w}x{h} = {w * h / 1e6:.1f} megapixels; this server takes at most "
+      f"{max_pixels / 1e6:.1f} (start it with a larger --max_pixels, or scale the photo down)",
+      413,
+    )
   try:
     return sources.read_rgb(io.BytesIO(data))
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
@@ -102,8 +105,9 @@ def decode_hole(data: bytes, shape: tuple[int, int], max_pixels: int) -> np.ndar
   except ValueError as error:
     raise BadInput(f"the mask cannot be used: {error}") from None
   if hole.shape != shape:
-    raise BadInput(f"the mask is {hole.shape[1]}x{hole.shape[0]} but the photo is {shape[1]}x{shape[0]} (width x "
-                   "height)")
+    raise BadInput(
+      f"the mask is {hole.shape[1]}x{hole.shape[0]} but the photo is {shape[1]}x{shape[0]} (width x height)"
+    )
   if not hole.any():
     raise BadInput("the mask is empty: paint over the part of the photo to fill, then press Fill")
   return hole
@@ -113,8 +117,13 @@ def create_app(model: inpaint.Inpainter, *, max_pixels: int = DEFAULT_MAX_PIXELS
   """The FastAPI app serving `model`; `info` adds to what /api/info reports."""
   app = FastAPI(title="jaxinpaint", docs_url=None, redoc_url=None)
   lock = threading.Lock()  # one inference at a time: the model's compiled functions and memory are shared
-  details = {"training_size": model.size, "max_pixels": max_pixels, "demos": list(DEMO_PHOTOS),
-             "modes": list(inpaint.MODES), **(info or {})}
+  details = {
+    "training_size": model.size,
+    "max_pixels": max_pixels,
+    "demos": list(DEMO_PHOTOS),
+    "modes": list(inpaint.MODES),
+    **(info or {}),
+  }
 
   @app.exception_handler(BadInput)
   async def bad_input(request: Request, error: BadInput):
@@ -128,8 +137,10 @@ def create_app(model: inpaint.Inpainter, *, max_pixels: int = DEFAULT_MAX_PIXELS
   @app.exception_handler(Exception)
   async def failure(request: Request, error: Exception):
     logging.exception("request %s failed", request.url.path)
-    return JSONResponse({"error": f"the server failed on this request ({type(error).__name__}: {error}); it is "
-                                  "still running"}, status_code=500)
+    return JSONResponse(
+      {"error": f"the server failed on this request ({type(error).__name__}: {error}); it is still running"},
+      status_code=500,
+    )
 
   @app.get("/")
   def index():
@@ -167,8 +178,11 @@ def _read_upload(upload: UploadFile, what: str) -> bytes:
 
 def run_info(model: inpaint.Inpainter) -> dict[str, Any]:
   """What the page shows about the run."""
-  return {"workdir": os.path.abspath(model.workdir), "family": export.family(model.run.config),
-          "step": int(model.run.step)}
+  return {
+    "workdir": os.path.abspath(model.workdir),
+    "family": export.family(model.run.config),
+    "step": int(model.run.step),
+  }
 
 
 def main(argv=None) -> None:

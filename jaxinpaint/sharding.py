@@ -32,8 +32,10 @@ def parse_mesh(spec: str) -> dict[str, int]:
   for part in str(spec).replace(" ", "").split(","):
     name, sep, value = part.partition("=")
     if not sep or name not in MESH_AXES or name in sizes:
-      raise ValueError(f"config.mesh={spec!r}: expected comma-separated axis=size with axes from {MESH_AXES}, "
-                       f"each once (e.g. 'data=-1' or 'data=-1,fsdp=2')")
+      raise ValueError(
+        f"config.mesh={spec!r}: expected comma-separated axis=size with axes from {MESH_AXES}, "
+        f"each once (e.g. 'data=-1' or 'data=-1,fsdp=2')"
+      )
     try:
       size = int(value)
     except ValueError:
@@ -87,8 +89,9 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.batch_si
   devices, processes = mesh.devices.size, jax.process_count()
   if global_batch <= 0 or global_batch % devices:
     raise ValueError(
-        f"{what}={global_batch} is not divisible by the {devices} devices of the mesh; use a multiple of "
-        f"{devices} (e.g. {max(devices, global_batch // devices * devices or devices)}).")
+      f"{what}={global_batch} is not divisible by the {devices} devices of the mesh; use a multiple of "
+      f"{devices} (e.g. {max(devices, global_batch // devices * devices or devices)})."
+    )
   if global_batch % processes:
     raise ValueError(f"{what}={global_batch} is not divisible by the {processes} processes.")
 
@@ -138,8 +141,9 @@ def initialize_distributed() -> None:
     try:
       num, pid = int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
     except ValueError:
-      raise ValueError(f"JAX_NUM_PROCESSES={env['JAX_NUM_PROCESSES']!r} and JAX_PROCESS_ID="
-                       f"{env['JAX_PROCESS_ID']!r} must be integers") from None
+      raise ValueError(
+        f"JAX_NUM_PROCESSES={env['JAX_NUM_PROCESSES']!r} and JAX_PROCESS_ID={env['JAX_PROCESS_ID']!r} must be integers"
+      ) from None
     jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], num_processes=num, process_id=pid)
   else:
     jax.distributed.initialize()

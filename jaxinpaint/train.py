@@ -28,8 +28,15 @@ from jaxinpaint import checkpointing, metrics, progress, sharding, visualize, wo
 from jaxinpaint.configs_lib import validate_config
 from jaxinpaint.data import pipeline
 from jaxinpaint.imaging import to01
-from jaxinpaint.runs import (TrainState, check_same_run, example_batch, has_checkpoints, init_state, save_config,
-                             seed_keys)
+from jaxinpaint.runs import (
+  TrainState,
+  check_same_run,
+  example_batch,
+  has_checkpoints,
+  init_state,
+  save_config,
+  seed_keys,
+)
 from jaxinpaint.tasks import make_task
 
 PyTree = Any
@@ -43,8 +50,17 @@ class NonFiniteLossError(TrainingHalted):
   """Raised when a train step produced a NaN/inf loss or state; names the step."""
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, task, tx: optax.GradientTransformation,
-               schedule: optax.Schedule, ema_decay: float, key: jax.Array, metrics_cls) -> tuple[TrainState, Any]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  task,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  ema_decay: float,
+  key: jax.Array,
+  metrics_cls,
+) -> tuple[TrainState, Any]:
   """One optimisation step. Pure: the same state, batch and key give the same result on any mesh."""
   rng = jax.random.fold_in(key, state.step)
   grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
@@ -54,10 +70,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, task, tx: opta
   ema = state.ema_params
   if ema_decay > 0:
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-  new_state = state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
-                            ema_params=ema)
-  values = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads),
-            "learning_rate": schedule(state.step)}
+  new_state = state.replace(
+    step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state, ema_params=ema
+  )
+  values = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
   return new_state, metrics_cls.single_from_model_output(**values)
 
 
@@ -92,30 +108,44 @@ class Trainer:
     init = functools.partial(init_state, task=self.task, tx=self.tx, config=config)
     self.abstract_state = jax.eval_shape(init, self.init_key)
     self.state_shardings = sharding.state_shardings(
-        self.abstract_state, self.mesh, config.get("fsdp_min_size", sharding.FSDP_MIN_SIZE))
+      self.abstract_state, self.mesh, config.get("fsdp_min_size", sharding.FSDP_MIN_SIZE)
+    )
     self._init = jax.jit(init, out_shardings=self.state_shardings)
     self.batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in ("image", "valid")}
     self.eval_step = jax.jit(functools.partial(eval_step, task=self.task))
 
   def _jit_train_step(self, task):
-    step = functools.partial(train_step, task=task, tx=self.tx, schedule=self.schedule,
-                             ema_decay=self.config.train.ema_decay, key=self.step_key,
-                             metrics_cls=self.metrics_cls)
-    return jax.jit(step, donate_argnums=(0,), in_shardings=(self.state_shardings, self.batch_shardings),
-                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)))
+    step = functools.partial(
+      train_step,
+      task=task,
+      tx=self.tx,
+      schedule=self.schedule,
+      ema_decay=self.config.train.ema_decay,
+      key=self.step_key,
+      metrics_cls=self.metrics_cls,
+    )
+    return jax.jit(
+      step,
+      donate_argnums=(0,),
+      in_shardings=(self.state_shardings, self.batch_shardings),
+      out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
+    )
 
   def initial_state(self) -> TrainState:
     # Init runs once, so it is compiled without LLVM optimisation: its per-leaf threefry / truncated-normal
     # kernels otherwise take ~10x longer to compile (e.g. 3 s instead of 28 s for :tiny), for the same values.
     if getattr(self, "_init_compiled", None) is None:
       self._init_compiled = self._init.lower(self.init_key).compile(
-          compiler_options={"xla_backend_optimization_level": 0})
+        compiler_options={"xla_backend_optimization_level": 0}
+      )
     return self._init_compiled(self.init_key)
 
   def compile_step(self, task, state: TrainState):
     """Lowers and compiles the step once (AOT) and logs what XLA says it needs per device, as maxtext does."""
-    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_shardings[k])
-             for k, v in example_batch(self.config, self.config.batch_size).items()}
+    batch = {
+      k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_shardings[k])
+      for k, v in example_batch(self.config, self.config.batch_size).items()
+    }
     t0 = time.perf_counter()
     compiled = self._jit_train_step(task).lower(state, batch).compile()
     self.memory = None
@@ -125,18 +155,22 @@ class Trainer:
       mem = None
       logging.info("memory analysis unavailable: %s", e)
     if mem is not None:
-      self.memory = {k: int(getattr(mem, k)) for k in (
-          "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")
-                     if hasattr(mem, k)}
-    logging.info("compiled the train step in %.1f s; memory per device (bytes): %s", time.perf_counter() - t0,
-                 self.memory)
+      self.memory = {
+        k: int(getattr(mem, k))
+        for k in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")
+        if hasattr(mem, k)
+      }
+    logging.info(
+      "compiled the train step in %.1f s; memory per device (bytes): %s", time.perf_counter() - t0, self.memory
+    )
     self.train_step = compiled
     return compiled
 
   def evaluate_baseline(self, eval_batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """What the masked input itself scores (holes at 0, mid-grey): the floor a trained model must clear."""
-    fn = jax.jit(lambda b: metrics.collect_inpainting_metrics(
-        (b["image"] + 1) / 2, (b["image"] * b["valid"] + 1) / 2, b["valid"]))
+    fn = jax.jit(
+      lambda b: metrics.collect_inpainting_metrics((b["image"] + 1) / 2, (b["image"] * b["valid"] + 1) / 2, b["valid"])
+    )
     total = None
     for batch in eval_batches:
       m = fn(sharding.to_global(batch, self.mesh))
@@ -160,9 +194,11 @@ class Trainer:
 def write_samples(writer, workdir: str, step: int, first) -> str | None:
   gbatch, pred = first
   image, valid, output = (sharding.gather(a) for a in (gbatch["image"], gbatch["valid"], pred["output"]))
-  stages = {k: sharding.gather(v) for k, v in pred.items()
-            if k != "output" and getattr(v, "ndim", 0) == 4 and v.shape[:3] == pred["output"].shape[:3]
-            and v.shape[-1] == 3}
+  stages = {
+    k: sharding.gather(v)
+    for k, v in pred.items()
+    if k != "output" and getattr(v, "ndim", 0) == 4 and v.shape[:3] == pred["output"].shape[:3] and v.shape[-1] == 3
+  }
   if jax.process_index() != 0:
     return None
   grid = visualize.sample_grid(image, valid, output)
@@ -174,9 +210,15 @@ def write_samples(writer, workdir: str, step: int, first) -> str | None:
   return visualize.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
-                       devices: list | None = None, restore_step: int | None = None,
-                       fork_from: str | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  stop_at: int | None = None,
+  devices: list | None = None,
+  restore_step: int | None = None,
+  fork_from: str | None = None,
+) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its latest readable checkpoint (or `restore_step`).
 
   Before anything is written: the config, the workdir and the data are checked (first training batch, eval set),
@@ -196,8 +238,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   eval_batches = pipeline.make_eval_batches(config, process_index=pidx, process_count=pcount)
   trainer = Trainer(config, devices)
   with workdir_lock.WorkdirLock(workdir) if pidx == 0 else contextlib.nullcontext():
-    return _train_locked(trainer, config, workdir, eval_batches, stop_at=stop_at, restore_step=restore_step,
-                         fork_from=fork_from)
+    return _train_locked(
+      trainer, config, workdir, eval_batches, stop_at=stop_at, restore_step=restore_step, fork_from=fork_from
+    )
 
 
 def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_at, restore_step, fork_from):
@@ -215,8 +258,9 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
     save_config(config, workdir)
 
   train_iter = pipeline.make_train_iterator(config, process_index=pidx, process_count=pcount)
-  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints,
-                                    async_save=config.train.async_checkpointing)
+  ckpt = checkpointing.Checkpointer(
+    workdir, max_to_keep=config.train.keep_checkpoints, async_save=config.train.async_checkpointing
+  )
   restored = forked or ckpt.restore(target, train_iter, step=None if fork_from is not None else restore_step)
   if restored is None:
     state, start = trainer.initial_state(), 0
@@ -224,8 +268,15 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
     start, state = restored
   stage = trainer.task.stage(start)
   trainer.compile_step(trainer.task.for_stage(stage), state)
-  logging.info("training %s from step %d to %d on %d devices (%d processes); global batch %d",
-               config.model.name, start, trainer.num_steps, trainer.mesh.devices.size, pcount, config.batch_size)
+  logging.info(
+    "training %s from step %d to %d on %d devices (%d processes); global batch %d",
+    config.model.name,
+    start,
+    trainer.num_steps,
+    trainer.mesh.devices.size,
+    pcount,
+    config.batch_size,
+  )
 
   preempted = checkpointing.PreemptionFlag().install()
   report = periodic_actions.ReportProgress(num_train_steps=trainer.num_steps, writer=writer)
@@ -277,8 +328,14 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
     preempted.uninstall()
     ckpt.close()
     writer.flush()
-  return {"state": state, "step": step, "eval": eval_values, "history": history, "baseline": baseline,
-          "preempted": preempted.is_set()}
+  return {
+    "state": state,
+    "step": step,
+    "eval": eval_values,
+    "history": history,
+    "baseline": baseline,
+    "preempted": preempted.is_set(),
+  }
 
 
 class LossSpikeError(TrainingHalted):
@@ -287,8 +344,11 @@ class LossSpikeError(TrainingHalted):
 
 
 def _latest_note(latest: int | None) -> str:
-  return (f"the latest checkpoint is step {latest}, from before it" if latest is not None
-          else "no checkpoint of this run was written")
+  return (
+    f"the latest checkpoint is step {latest}, from before it"
+    if latest is not None
+    else "no checkpoint of this run was written"
+  )
 
 
 class LossGuard:
@@ -308,18 +368,24 @@ class LossGuard:
     pending.clear()
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-      raise NonFiniteLossError(f"non-finite loss ({values[bad[0]]}) at step {steps[bad[0]]}; stopping without "
-                               f"checkpointing it — {_latest_note(latest)}.")
+      raise NonFiniteLossError(
+        f"non-finite loss ({values[bad[0]]}) at step {steps[bad[0]]}; stopping without "
+        f"checkpointing it — {_latest_note(latest)}."
+      )
     for step, value in zip(steps, values):
       # Magnitudes: GAN and log losses can be negative, and a median near 0 would flag any value.
       if self.factor > 0 and len(self.recent) >= self.min_history:
         median = float(np.median(self.recent))
         if median > 0 and abs(value) > self.factor * median:
-          message = (f"loss {value:.4g} at step {step} is {value / median:.3g}x the running median {median:.4g} "
-                     f"(config.train.loss_spike_factor={self.factor:g})")
+          message = (
+            f"loss {value:.4g} at step {step} is {value / median:.3g}x the running median {median:.4g} "
+            f"(config.train.loss_spike_factor={self.factor:g})"
+          )
           if self.stop:
-            raise LossSpikeError(f"{message}; stopping (config.train.stop_on_loss_spike) without checkpointing "
-                                 f"it — {_latest_note(latest)}.")
+            raise LossSpikeError(
+              f"{message}; stopping (config.train.stop_on_loss_spike) without checkpointing "
+              f"it — {_latest_note(latest)}."
+            )
           logging.warning("%s; config.train.stop_on_loss_spike=True stops the run on this", message)
       self.recent.append(abs(value))
 
@@ -333,8 +399,10 @@ def _all_finite(tree: PyTree) -> jax.Array:
 def check_state_finite(state: TrainState, step: int, latest: int | None) -> None:
   """Raises NonFiniteLossError unless every float leaf of the state about to be saved is finite."""
   if not bool(jax.device_get(_all_finite(state))):
-    raise NonFiniteLossError(f"non-finite values in the train state after step {step} (params or optimiser "
-                             f"state); not saving it — {_latest_note(latest)}.")
+    raise NonFiniteLossError(
+      f"non-finite values in the train state after step {step} (params or optimiser "
+      f"state); not saving it — {_latest_note(latest)}."
+    )
 
 
 def check_workdir(workdir: str) -> None:

@@ -23,8 +23,9 @@ def error_heatmap(target: np.ndarray, output: np.ndarray) -> np.ndarray:
   return (colormaps["inferno"](err)[..., :3] * 255).round().astype(np.uint8)
 
 
-def sample_grid(image: np.ndarray, valid: np.ndarray, output: np.ndarray, max_rows: int = 6,
-                pad: int = 2) -> np.ndarray:
+def sample_grid(
+  image: np.ndarray, valid: np.ndarray, output: np.ndarray, max_rows: int = 6, pad: int = 2
+) -> np.ndarray:
   """One row per example, the columns of `GRID_COLUMNS`.
 
   image, output: f32[B, H, W, 3] in [-1, 1]; valid: f32[B, H, W, 1] (1 = known). Returns uint8[rows, cols, 3];
@@ -36,12 +37,12 @@ def sample_grid(image: np.ndarray, valid: np.ndarray, output: np.ndarray, max_ro
     m = valid[i]
     comp = m * image[i] + (1 - m) * output[i]
     tiles = [
-        to_uint8(image[i]),
-        np.repeat(to_uint8(1.0 - 2.0 * m), 3, axis=-1),
-        to_uint8(m * image[i]),
-        to_uint8(output[i]),
-        to_uint8(comp),
-        error_heatmap(image[i], comp),
+      to_uint8(image[i]),
+      np.repeat(to_uint8(1.0 - 2.0 * m), 3, axis=-1),
+      to_uint8(m * image[i]),
+      to_uint8(output[i]),
+      to_uint8(comp),
+      error_heatmap(image[i], comp),
     ]
     tiles = [np.pad(t, ((pad, pad), (pad, pad), (0, 0)), constant_values=255) for t in tiles]
     rows.append(np.concatenate(tiles, axis=1))
@@ -51,8 +52,9 @@ def sample_grid(image: np.ndarray, valid: np.ndarray, output: np.ndarray, max_ro
 STAGE_ORDER = ("coarse", "output", "composite", "attention")  # columns of `stage_grid`, others after these
 
 
-def stage_grid(image: np.ndarray, valid: np.ndarray, stages: dict[str, np.ndarray], max_rows: int = 6,
-               pad: int = 2) -> np.ndarray:
+def stage_grid(
+  image: np.ndarray, valid: np.ndarray, stages: dict[str, np.ndarray], max_rows: int = 6, pad: int = 2
+) -> np.ndarray:
   """One row per example: target | input | each image of `stages` (e.g. coarse | output | composite | attention).
 
   image: f32[B, H, W, 3], stages: name -> f32[B, H, W, 3] in [-1, 1]; valid f32[B, H, W, 1]. A 'composite' of

@@ -64,13 +64,16 @@ class WorkdirLock:
     except BlockingIOError:
       holder = _read_holder(f)
       f.close()
-      raise WorkdirBusyError(f"{self.workdir} is in use by another run: {_describe(holder)} holds "
-                             f"{os.path.join(self.workdir, LOCK_FILE)}; wait for it to finish, stop it, or use "
-                             "another --workdir") from None
+      raise WorkdirBusyError(
+        f"{self.workdir} is in use by another run: {_describe(holder)} holds "
+        f"{os.path.join(self.workdir, LOCK_FILE)}; wait for it to finish, stop it, or use "
+        "another --workdir"
+      ) from None
     previous = _read_holder(f)
     if previous:  # a clean release empties the file: the holder died without releasing
-      logging.warning("taking over the lock of %s left by %s, which is no longer running", self.workdir,
-                      _describe(previous))
+      logging.warning(
+        "taking over the lock of %s left by %s, which is no longer running", self.workdir, _describe(previous)
+      )
     f.seek(0)
     f.truncate()
     f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))

@@ -37,8 +37,7 @@ def set_cpu_flags(extra: str = "") -> str:
 def unset_cpu_flags() -> str:
   """Removes CPU_FLAGS (by name) from XLA_FLAGS, for measuring JAX's defaults; returns XLA_FLAGS."""
   names = {f.split("=")[0] for f in CPU_FLAGS}
-  os.environ["XLA_FLAGS"] = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                                     if f.split("=")[0] not in names)
+  os.environ["XLA_FLAGS"] = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f.split("=")[0] not in names)
   return os.environ["XLA_FLAGS"]
 
 
@@ -64,7 +63,11 @@ def apply_on_import() -> bool:
   import jax
 
   if missing and jax.default_backend() == "cpu":
-    warnings.warn(f"JAX's CPU backend started before `import jaxinpaint`, without {' '.join(missing)}: the U-Net "
-                  f"train step runs ~1.6x slower. Import jaxinpaint before running any JAX code, or set "
-                  f"XLA_FLAGS={' '.join(missing)} before starting Python.", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+      f"JAX's CPU backend started before `import jaxinpaint`, without {' '.join(missing)}: the U-Net "
+      f"train step runs ~1.6x slower. Import jaxinpaint before running any JAX code, or set "
+      f"XLA_FLAGS={' '.join(missing)} before starting Python.",
+      RuntimeWarning,
+      stacklevel=3,
+    )
   return False

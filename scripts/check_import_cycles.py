@@ -121,8 +121,9 @@ def cycles(graph: dict[str, set[str]]) -> list[tuple[list[str], list[str]]]:
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--package", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                        "jaxinpaint"))
+  parser.add_argument(
+    "--package", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jaxinpaint")
+  )
   args = parser.parse_args()
   found = cycles(import_graph(os.path.abspath(args.package)))
   for cycle, members in found:

@@ -28,8 +28,9 @@ def convert(vgg_path: str, lin_path: str, output_path: str) -> dict[str, np.ndar
   for path in (vgg_path, lin_path):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{path} does not exist")
-  arrays = perceptual_metrics.lpips_from_torch(perceptual_metrics.read_torch_state_dict(vgg_path),
-                                               perceptual_metrics.read_torch_state_dict(lin_path))
+  arrays = perceptual_metrics.lpips_from_torch(
+    perceptual_metrics.read_torch_state_dict(vgg_path), perceptual_metrics.read_torch_state_dict(lin_path)
+  )
   np.savez(output_path, **arrays)
   perceptual_metrics.load_variables("lpips", output_path)  # every key and shape present
   return arrays

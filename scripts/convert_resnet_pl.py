@@ -77,8 +77,9 @@ def read_torch_pth(path: str) -> dict[str, object]:
   try:
     import torch
   except ImportError:
-    raise SystemExit(f"reading {path} needs PyTorch: pip install torch --index-url "
-                     "https://download.pytorch.org/whl/cpu") from None
+    raise SystemExit(
+      f"reading {path} needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    ) from None
   state_dict = torch.load(path, map_location="cpu", weights_only=True)
   return state_dict.state_dict() if hasattr(state_dict, "state_dict") else state_dict
 

@@ -80,8 +80,10 @@ def read_keras_h5(path: str) -> dict[str, np.ndarray]:
       kernels = [a for a in arrays if a.ndim == 4]
       biases = [a for a in arrays if a.ndim == 1]
       if len(kernels) != 1 or len(biases) != 1:
-        raise ValueError(f"{path}: layer {layer!r} should hold one 4-D kernel and one bias; got "
-                         f"{[a.shape for a in arrays]} under weight_names {names}")
+        raise ValueError(
+          f"{path}: layer {layer!r} should hold one 4-D kernel and one bias; got "
+          f"{[a.shape for a in arrays]} under weight_names {names}"
+        )
       out[f"{name}/kernel"], out[f"{name}/bias"] = kernels[0].astype(np.float32), biases[0].astype(np.float32)
   out["conv1_1/kernel"], out["conv1_1/bias"] = fold_caffe_preprocessing(out["conv1_1/kernel"], out["conv1_1/bias"])
   return out
@@ -92,8 +94,10 @@ def read_torch_pth(path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError:
-    raise SystemExit(f"reading {path} needs PyTorch: pip install torch --index-url "
-                     "https://download.pytorch.org/whl/cpu (or convert the Keras .h5 instead)") from None
+    raise SystemExit(
+      f"reading {path} needs PyTorch: pip install torch --index-url "
+      "https://download.pytorch.org/whl/cpu (or convert the Keras .h5 instead)"
+    ) from None
   state_dict = torch.load(path, map_location="cpu", weights_only=True)
   if hasattr(state_dict, "state_dict"):
     state_dict = state_dict.state_dict()

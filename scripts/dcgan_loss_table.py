@@ -27,8 +27,12 @@ _VARIANT = flags.DEFINE_string("variant", "demo", "configs/dcgan.py variant.")
 _LOSSES = flags.DEFINE_list("losses", ["mse", "softmax_ce", "sigmoid_ce"], "GAN losses to compare.")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps per DCGAN (default: the variant's).")
 _ITERATIONS = flags.DEFINE_integer("iterations", None, "Completion iterations (default: the config's 1000).")
-_D_STATS = flags.DEFINE_enum("discriminator_stats", None, ["batch", "running"],
-                             "D's BatchNorm while completing (default: the config's 'batch', bamos' reference).")
+_D_STATS = flags.DEFINE_enum(
+  "discriminator_stats",
+  None,
+  ["batch", "running"],
+  "D's BatchNorm while completing (default: the config's 'batch', bamos' reference).",
+)
 
 
 def load_config(variant: str, gan_loss: str):
@@ -49,10 +53,14 @@ def markdown(rows: dict, baseline: dict, setup: str) -> str:
   lines = ["| GAN loss | MSE | SSIM | PSNR (dB) | seed 001 MSE | seed 001 SSIM |", "|---|---|---|---|---|---|"]
   for loss, r in rows.items():
     seed = SEED_001.get(loss, ("", ""))
-    lines.append(f"| {NAMES.get(loss, loss)} (`{loss}`) | {r['mse']:.2f} | {r['ssim']:.3f} | {r['psnr']:.2f} | "
-                 f"{seed[0]} | {seed[1]} |")
-  lines.append(f"| masked input (hole grey, no completion) | {baseline['mse']:.2f} | {baseline['ssim']:.3f} | "
-               f"{baseline['psnr']:.2f} | | |")
+    lines.append(
+      f"| {NAMES.get(loss, loss)} (`{loss}`) | {r['mse']:.2f} | {r['ssim']:.3f} | {r['psnr']:.2f} | "
+      f"{seed[0]} | {seed[1]} |"
+    )
+  lines.append(
+    f"| masked input (hole grey, no completion) | {baseline['mse']:.2f} | {baseline['ssim']:.3f} | "
+    f"{baseline['psnr']:.2f} | | |"
+  )
   return "\n".join(lines) + f"\n\n{setup}\n"
 
 
@@ -74,20 +82,30 @@ def main(argv):
     print(f"{loss}: MSE {result['mse']:.2f}, SSIM {result['ssim']:.3f} ({timings[loss]})", flush=True)
   total = time.perf_counter() - start
   c = config
-  setup = (f"configs/dcgan.py:{_VARIANT.value}: {c.num_train_steps} steps of batch {c.batch_size} on "
-           f"{c.data.source} ({c.data.image_size} px), G {tuple(c.model.generator_features)}, "
-           f"D {tuple(c.model.discriminator_features)}; completion of {c.completion.num_images} held-out images, "
-           f"{c.masks.eval_kind} hole, {c.completion.iterations} Adam steps on z (lr {c.completion.learning_rate}, "
-           f"lambda {c.completion.lam}), {c.completion.blend}, D's BatchNorm on {c.completion.discriminator_stats} "
-           f"statistics. Total {total / 60:.1f} min.")
+  setup = (
+    f"configs/dcgan.py:{_VARIANT.value}: {c.num_train_steps} steps of batch {c.batch_size} on "
+    f"{c.data.source} ({c.data.image_size} px), G {tuple(c.model.generator_features)}, "
+    f"D {tuple(c.model.discriminator_features)}; completion of {c.completion.num_images} held-out images, "
+    f"{c.masks.eval_kind} hole, {c.completion.iterations} Adam steps on z (lr {c.completion.learning_rate}, "
+    f"lambda {c.completion.lam}), {c.completion.blend}, D's BatchNorm on {c.completion.discriminator_stats} "
+    f"statistics. Total {total / 60:.1f} min."
+  )
   table = markdown(rows, baseline, setup)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, "table.md"), "w") as f:
     f.write(table)
   with open(os.path.join(_WORKDIR.value, "table.json"), "w") as f:
-    json.dump({"rows": {k: {m: v[m] for m in ("mse", "ssim", "psnr")} for k, v in rows.items()},
-               "masked_input": baseline, "seed_001": SEED_001, "timings_s": timings, "total_s": round(total, 1)},
-              f, indent=2)
+    json.dump(
+      {
+        "rows": {k: {m: v[m] for m in ("mse", "ssim", "psnr")} for k, v in rows.items()},
+        "masked_input": baseline,
+        "seed_001": SEED_001,
+        "timings_s": timings,
+        "total_s": round(total, 1),
+      },
+      f,
+      indent=2,
+    )
   print(table)
 
 

@@ -1,9 +1,8 @@
 """Test set-up: 8 fake CPU devices and parsed absl flags, before anything imports jax."""
+
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The XLA CPU flags `python -m jaxinpaint.main` sets, so in-process runs compute what the CLI computes.
 from jaxinpaint import xla_flags  # noqa: E402  (imports no jax)
@@ -11,8 +10,9 @@ from jaxinpaint import xla_flags  # noqa: E402  (imports no jax)
 xla_flags.set_cpu_flags()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Several tests compile the same tiny train step; a persistent cache shared by the xdist workers compiles it once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache",
-                                                                "jax_cache"))
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax_cache")
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from absl import flags  # noqa: E402

@@ -30,6 +30,7 @@ def fake_training(monkeypatch):
     calls.append((os.path.basename(workdir), config))
     trainer = train.Trainer(config)
     from jaxinpaint import checkpointing
+
     train.save_config(config, workdir)
     ckpt = checkpointing.Checkpointer(workdir, async_save=False)
     ckpt.save(config.num_train_steps, trainer.initial_state(), None, force=True)
@@ -72,8 +73,15 @@ def test_ablation_trains_reuses_and_writes_the_table(tmp_path, fake_training):
 
   # the CLI, in a fresh process (no fake trainer there): finished runs are reused, the numbers are the same
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "jaxinpaint.ablate", f"--configs={','.join(CONFIGS)}", "--variant=tiny",
-         f"--workdir={tmp_path}", *[f"--override={o}" for o in OVERRIDES]]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxinpaint.ablate",
+    f"--configs={','.join(CONFIGS)}",
+    "--variant=tiny",
+    f"--workdir={tmp_path}",
+    *[f"--override={o}" for o in OVERRIDES],
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"| WConv {no_vgg} |" in proc.stdout and len(fake_training) == 2
@@ -84,8 +92,14 @@ def test_ablation_trains_reuses_and_writes_the_table(tmp_path, fake_training):
 
 def test_overrides_are_typed_like_the_config():
   config = ablate.load_config_file(CONFIGS[0], "tiny")
-  for item in ("num_train_steps=7", "optim.learning_rate=1", "data.random_flip=False", "model.features=(4, 8, 8, 8)",
-               "eval.masks=centre,free_form", "data.resize=(40, 40)"):
+  for item in (
+    "num_train_steps=7",
+    "optim.learning_rate=1",
+    "data.random_flip=False",
+    "model.features=(4, 8, 8, 8)",
+    "eval.masks=centre,free_form",
+    "data.resize=(40, 40)",
+  ):
     ablate.apply_override(config, item)
   assert config.num_train_steps == 7 and config.optim.learning_rate == 1.0
   assert isinstance(config.optim.learning_rate, float) and config.data.random_flip is False
@@ -99,7 +113,10 @@ def test_overrides_are_typed_like_the_config():
     ablate.apply_override(config, "num_train_steps")
   assert ablate.load_config_file(CONFIGS[1] + ":tiny").data.image_size == 32
   assert ablate.run_names(["configs/wconv.py", "other/wconv.py:demo", "configs/pconv.py"]) == [
-      "wconv_1", "wconv_2", "pconv"]
+    "wconv_1",
+    "wconv_2",
+    "pconv",
+  ]
 
 
 def test_configs_must_share_their_held_out_data(tmp_path):

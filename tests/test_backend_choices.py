@@ -43,16 +43,20 @@ def test_auto_is_the_cpu_form_on_cpu_and_the_plain_form_elsewhere():
 @pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (7, 2), (4, 3)])
 def test_strided_grad_forms_give_the_same_values_and_gradients(kernel, stride):
   x, valid = _inputs(size=15, channels=4)
-  convs = {form: PartialConv(6, (kernel, kernel), strides=(stride, stride), strided_grad=form)
-           for form in FAST_PATHS["strided_grad"]}
+  convs = {
+    form: PartialConv(6, (kernel, kernel), strides=(stride, stride), strided_grad=form)
+    for form in FAST_PATHS["strided_grad"]
+  }
   params = convs["xla"].init(jax.random.key(0), x, valid)
   cot = jax.random.normal(jax.random.key(1), convs["xla"].apply(params, x, valid)[0].shape)
 
   def loss(p, x, conv):
     return jnp.sum(conv.apply(p, x, valid)[0] * cot)
 
-  out = {form: (conv.apply(params, x, valid)[0], jax.grad(loss, argnums=(0, 1))(params, x, conv))
-         for form, conv in convs.items()}
+  out = {
+    form: (conv.apply(params, x, valid)[0], jax.grad(loss, argnums=(0, 1))(params, x, conv))
+    for form, conv in convs.items()
+  }
   np.testing.assert_allclose(out["subpixel"][0], out["xla"][0], rtol=1e-5, atol=1e-5)
   for a, b in zip(leaves(out["subpixel"][1]), leaves(out["xla"][1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -94,8 +98,10 @@ def test_unet_auto_traces_the_cpu_forms_on_cpu_and_the_plain_forms_on_gpu(monkey
 def test_unet_all_cpu_forms_and_all_plain_forms_agree():
   image, valid = _inputs()
   results = {}
-  for name, choices in (("cpu", dict(decoder="subpixel", strided_grad="subpixel", pad_barrier="on")),
-                        ("plain", dict(decoder="concat", strided_grad="xla", pad_barrier="off"))):
+  for name, choices in (
+    ("cpu", dict(decoder="subpixel", strided_grad="subpixel", pad_barrier="on")),
+    ("plain", dict(decoder="concat", strided_grad="xla", pad_barrier="off")),
+  ):
     net = InpaintingUNet(conv="partial", depth=2, **SMALL, **choices)
     variables = net.init(jax.random.key(0), image, valid)
     loss = lambda p: jnp.mean(net.apply({**variables, "params": p}, image, valid) ** 2)
@@ -136,7 +142,7 @@ def test_remat_of_the_deepfill_generator_gives_the_same_values_and_gradients():
   for remat in ("none", "blocks"):
     config.train.remat = remat
     apply = tasks.base.remat(config, net.apply)
-    loss = lambda p: sum(jnp.mean(v ** 2) for k, v in apply({"params": p}, image, valid).items() if k != "offsets")
+    loss = lambda p: sum(jnp.mean(v**2) for k, v in apply({"params": p}, image, valid).items() if k != "offsets")
     results[remat] = jax.jit(jax.value_and_grad(loss))(variables["params"])
   np.testing.assert_allclose(results["blocks"][0], results["none"][0], rtol=1e-6)
   for a, b in zip(leaves(results["blocks"][1]), leaves(results["none"][1])):
@@ -176,8 +182,9 @@ def test_remat_gives_the_same_loss_gradients_and_state(name):
 def _python(code: str, **env) -> subprocess.CompletedProcess:
   full = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.OPT_OUT)}
   full.update(env, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=full,
-                        timeout=120)
+  return subprocess.run(
+    [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=full, timeout=120
+  )
 
 
 def test_import_sets_the_cpu_flags_before_the_backend_starts_without_importing_jax():
@@ -187,8 +194,9 @@ def test_import_sets_the_cpu_flags_before_the_backend_starts_without_importing_j
   assert imported == "False" and xla_flags.CPU_FLAGS[0] in flags.split()
   assert "RuntimeWarning" not in proc.stderr
   # a flag of the same name the user set wins
-  proc = _python("import os, jaxinpaint; print(os.environ['XLA_FLAGS'])",
-                 XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=default")
+  proc = _python(
+    "import os, jaxinpaint; print(os.environ['XLA_FLAGS'])", XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=default"
+  )
   assert proc.stdout.split() == ["--xla_cpu_experimental_ynn_fusion_type=default"]
 
 

@@ -67,6 +67,7 @@ def test_no_hole_and_all_hole(name):
 def test_each_peer_never_reads_hole_pixels(name):
   """Called directly (as users and the ablation do), a peer's output is the same whatever lies under the hole."""
   from skimage import data
+
   photo = data.chelsea()[::5, ::5][:61, :87]  # odd size; holes touch the bottom and right borders
   hole = masks.free_form(np.random.default_rng(4), *photo.shape[:2]) < 0.5
   hole[-6:, 20:50] = hole[15:40, -5:] = True
@@ -77,6 +78,7 @@ def test_each_peer_never_reads_hole_pixels(name):
 
 def test_batch_never_reads_hole_pixels_and_beats_mean_fill_on_a_photo():
   from skimage import data
+
   photo = data.astronaut()[::8, ::8][:48, :48]  # a 48 x 48 thumbnail of a real photograph
   rng = np.random.default_rng(1)
   valid = np.stack([masks.free_form(rng, 48, 48) for _ in range(3)])[..., None]

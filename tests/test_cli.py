@@ -44,8 +44,9 @@ def _child(tmp_path, *args, traceback=False):
   env.pop("XLA_FLAGS", None)
   if traceback:
     env[cli.TRACEBACK] = "1"
-  return subprocess.run([sys.executable, str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=60)
+  return subprocess.run(
+    [sys.executable, str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+  )
 
 
 def test_expected_error_is_one_line_last_status_1_at_once(tmp_path):

@@ -26,8 +26,9 @@ DISC = DCGANDiscriminator(features=(8, 8), image_size=32)
 @pytest.fixture(scope="module")
 def setup():
   z = jnp.zeros((1, 8))
-  variables = jax.jit(lambda z, x: {"generator": GEN.init(jax.random.key(0), z),
-                                    "discriminator": DISC.init(jax.random.key(1), x)})(z, jnp.zeros((1, 32, 32, 3)))
+  variables = jax.jit(
+    lambda z, x: {"generator": GEN.init(jax.random.key(0), z), "discriminator": DISC.init(jax.random.key(1), x)}
+  )(z, jnp.zeros((1, 32, 32, 3)))
   # targets the generator can reach exactly, with a centre hole and a random box
   z_true = jax.random.uniform(jax.random.key(2), (5, 8), minval=-0.8, maxval=0.8)
   image = np.asarray(jax.jit(GEN.apply)(variables["generator"], z_true))
@@ -74,7 +75,8 @@ def test_completion_lowers_the_context_loss_and_keeps_known_pixels(setup):
   np.testing.assert_allclose(np.abs(valid * (generated - image)).sum(axis=(1, 2, 3)), ctx[-1], rtol=1e-4)
   # the default prior: D with training-mode BatchNorm on the completed batch (bamos)
   logits = jax.jit(lambda d, x: DISC.apply(d, x, train=True, mutable=["batch_stats"])[0])(
-      variables["discriminator"], generated)
+    variables["discriminator"], generated
+  )
   np.testing.assert_allclose(out["perceptual"][-1], jax.nn.softplus(-logits[:, 0]), rtol=1e-4)
 
 
@@ -82,7 +84,8 @@ def test_weighted_completion_also_fits_the_context(setup):
   variables, image, valid = setup
   z0 = completion.initial_latents(7, len(image), 8)
   out = completion.Completion(GEN, DISC, iterations=40, learning_rate=0.05, weighted=True, lam=0.0).run(
-      variables, image, valid, z0)
+    variables, image, valid, z0
+  )
   assert (out["context"][-1] < 0.5 * out["context"][0]).all()
 
 
@@ -150,14 +153,15 @@ def test_prior_uses_the_batch_statistics_of_the_batch_being_completed_by_default
   d = variables["discriminator"]
   d = {**d, "params": {**d["params"], "logits": jax.tree.map(lambda p: 100.0 * p, d["params"]["logits"])}}
   variables = {**variables, "discriminator": d}
-  for stats, call in (("batch", lambda x: DISC.apply(d, x, train=True, mutable=["batch_stats"])[0]),
-                      ("running", lambda x: DISC.apply(d, x, train=False))):
+  for stats, call in (
+    ("batch", lambda x: DISC.apply(d, x, train=True, mutable=["batch_stats"])[0]),
+    ("running", lambda x: DISC.apply(d, x, train=False)),
+  ):
     kwargs = {} if stats == "batch" else {"discriminator_stats": "running"}  # the default is 'batch'
     c = completion.Completion(GEN, DISC, iterations=0, **kwargs)
     prior, prior_other = (np.asarray(jax.jit(c)(variables, image, valid, z)["perceptual"][0]) for z in (z0, z_other))
     np.testing.assert_allclose(prior, np.asarray(completion.perceptual_loss(call(x))), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(prior_other, np.asarray(completion.perceptual_loss(call(x_other))), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(prior_other, np.asarray(completion.perceptual_loss(call(x_other))), rtol=1e-5, atol=1e-6)
     moved = np.abs(prior_other[:4] - prior[:4]).max()  # images 0-3 kept their z
     assert (moved > 1e-4) if stats == "batch" else (moved < 1e-6), (stats, moved)
   with pytest.raises(ValueError, match="discriminator_stats must be one of"):
@@ -166,6 +170,7 @@ def test_prior_uses_the_batch_statistics_of_the_batch_being_completed_by_default
   assert config.completion.discriminator_stats == "batch"
   config.completion.discriminator_stats = "running"
   from jaxinpaint.tasks import dcgan
+
   assert dcgan.DCGANTask(config).completer().discriminator_stats == "running"
 
 

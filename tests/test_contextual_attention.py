@@ -37,8 +37,12 @@ def ca_numpy(f, b, valid, rate=2, k=3, fuse_k=3, scale=10.0, cosine=False):
 
   ys, offsets, counts = np.zeros_like(f), np.zeros((batch, hh, wh, 2), np.int64), []
   for n in range(batch):
-    cand = np.array([all(at(known[n], qi + di, qj + dj) for di in range(-r, r + 1) for dj in range(-r, r + 1))
-                     for qi, qj in positions])
+    cand = np.array(
+      [
+        all(at(known[n], qi + di, qj + dj) for di in range(-r, r + 1) for dj in range(-r, r + 1))
+        for qi, qj in positions
+      ]
+    )
     counts.append(int(cand.sum()))
     s = np.zeros((hh, wh, hh, wh))
     for pi, pj in positions:
@@ -48,13 +52,15 @@ def ca_numpy(f, b, valid, rate=2, k=3, fuse_k=3, scale=10.0, cosine=False):
     fused = np.zeros_like(s)  # along width pairs, then along height pairs
     for pi, pj in positions:
       for qi, qj in positions:
-        fused[pi, pj, qi, qj] = sum(s[pi, pj + d, qi, qj + d] for d in range(-fr, fr + 1)
-                                    if 0 <= pj + d < wh and 0 <= qj + d < wh)
+        fused[pi, pj, qi, qj] = sum(
+          s[pi, pj + d, qi, qj + d] for d in range(-fr, fr + 1) if 0 <= pj + d < wh and 0 <= qj + d < wh
+        )
     s2 = np.zeros_like(s)
     for pi, pj in positions:
       for qi, qj in positions:
-        s2[pi, pj, qi, qj] = sum(fused[pi + d, pj, qi + d, qj] for d in range(-fr, fr + 1)
-                                 if 0 <= pi + d < hh and 0 <= qi + d < hh)
+        s2[pi, pj, qi, qj] = sum(
+          fused[pi + d, pj, qi + d, qj] for d in range(-fr, fr + 1) if 0 <= pi + d < hh and 0 <= qi + d < hh
+        )
     out, count = np.zeros_like(f[n]), np.zeros(f.shape[1:3] + (1,))
     low = rate // 2
     for p, (pi, pj) in enumerate(positions):
@@ -69,8 +75,11 @@ def ca_numpy(f, b, valid, rate=2, k=3, fuse_k=3, scale=10.0, cosine=False):
         for dx in range(2 * rate):
           y, x = rate * pi - low + dy, rate * pj - low + dx
           if 0 <= y < height and 0 <= x < width:
-            out[y, x] += sum(a[q] * at(b[n], rate * qi - low + dy, rate * qj - low + dx)
-                             for q, (qi, qj) in enumerate(positions) if a[q])
+            out[y, x] += sum(
+              a[q] * at(b[n], rate * qi - low + dy, rate * qj - low + dx)
+              for q, (qi, qj) in enumerate(positions)
+              if a[q]
+            )
             count[y, x] += 1
     ys[n] = out / count
   return ys, offsets, counts
@@ -139,8 +148,9 @@ def test_hole_surrounded_by_one_colour_is_filled_with_it():
   x[valid[..., 0] == 0] = rng.normal(size=(int((valid == 0).sum()), 4)) * 5  # garbage in the hole
   y, _, count = contextual_attention(jnp.asarray(x), jnp.asarray(x), jnp.asarray(valid))
   assert int(count[0]) > 0
-  np.testing.assert_allclose(np.asarray(y)[0][valid[0, ..., 0] == 0], np.broadcast_to(colour, (48, 4)),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(y)[0][valid[0, ..., 0] == 0], np.broadcast_to(colour, (48, 4)), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_blind_to_what_the_hole_contained():
@@ -157,8 +167,10 @@ def test_each_example_uses_its_own_mask():
   f, b, valid = random_case(4, size=12)
   y, _, count = contextual_attention(jnp.asarray(f), jnp.asarray(b), jnp.asarray(valid))
   for n in range(2):
-    yn, _, cn = contextual_attention(jnp.asarray(f[n:n + 1]), jnp.asarray(b[n:n + 1]), jnp.asarray(valid[n:n + 1]))
-    np.testing.assert_allclose(np.asarray(y[n:n + 1]), np.asarray(yn), rtol=1e-5, atol=1e-6)
+    yn, _, cn = contextual_attention(
+      jnp.asarray(f[n : n + 1]), jnp.asarray(b[n : n + 1]), jnp.asarray(valid[n : n + 1])
+    )
+    np.testing.assert_allclose(np.asarray(y[n : n + 1]), np.asarray(yn), rtol=1e-5, atol=1e-6)
     assert int(count[n]) == int(cn[0])
   # the reference's bug (example 0's mask for the whole batch) would give example 1 another result
   wrong, _, _ = contextual_attention(jnp.asarray(f[1:]), jnp.asarray(b[1:]), jnp.asarray(valid[:1]))
@@ -178,8 +190,7 @@ def test_all_hole_input_is_finite_and_warns(monkeypatch, caplog):
   np.testing.assert_array_equal(np.asarray(offsets[1]), 0)
   assert np.abs(np.asarray(y[0])).max() > 0
   assert any("1 of 2 examples have no known 3x3 patch" in r.getMessage() for r in caplog.records), caplog.text
-  grads = jax.grad(lambda f: jnp.sum(contextual_attention(f, f, jnp.zeros_like(jnp.asarray(valid)))[0]))(
-      jnp.asarray(f))
+  grads = jax.grad(lambda f: jnp.sum(contextual_attention(f, f, jnp.zeros_like(jnp.asarray(valid)))[0]))(jnp.asarray(f))
   assert np.isfinite(np.asarray(grads)).all()
 
 

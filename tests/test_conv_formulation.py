@@ -28,7 +28,7 @@ def np_conv3x3_same(x, kernel):
   out = np.zeros((b, h, w, kernel.shape[-1]))
   for ky in range(3):
     for kx in range(3):
-      out += padded[:, ky:ky + h, kx:kx + w] @ kernel[ky, kx]
+      out += padded[:, ky : ky + h, kx : kx + w] @ kernel[ky, kx]
   return out
 
 
@@ -44,8 +44,10 @@ def test_upsampled_conv_matches_numpy_and_its_gradient_matches_the_plain_form():
   plain = lambda x, k: lax.conv_general_dilated(upsample2(x), k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
   weights = jnp.asarray(rng.normal(size=(2, 10, 14, 4)), jnp.float32)
   args = (jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32))
-  for a, b in zip(jax.grad(lambda x, k: jnp.sum(weights * upsampled_conv3x3(x, k)), (0, 1))(*args),
-                  jax.grad(lambda x, k: jnp.sum(weights * plain(x, k)), (0, 1))(*args)):
+  for a, b in zip(
+    jax.grad(lambda x, k: jnp.sum(weights * upsampled_conv3x3(x, k)), (0, 1))(*args),
+    jax.grad(lambda x, k: jnp.sum(weights * plain(x, k)), (0, 1))(*args),
+  ):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
 
 
@@ -62,8 +64,9 @@ def test_decoder_form_equals_upsample_then_concat(kind):
   valid_skip = valid_skip.at[:, :4, :6].set(0.0)
   cat = jnp.concatenate([upsample2(x), x_skip], axis=-1)
   if kind in ("partial", "weighted"):  # per-channel masks of the concatenated input
-    cat_valid = jnp.concatenate([jnp.broadcast_to(upsample2(valid), (2, 6, 10, 6)),
-                                 jnp.broadcast_to(valid_skip, (2, 6, 10, 3))], axis=-1)
+    cat_valid = jnp.concatenate(
+      [jnp.broadcast_to(upsample2(valid), (2, 6, 10, 6)), jnp.broadcast_to(valid_skip, (2, 6, 10, 3))], axis=-1
+    )
   else:
     cat_valid = jnp.maximum(upsample2(valid), valid_skip)
   layer = layers.get_conv(kind)(4, (3, 3))
@@ -98,8 +101,9 @@ def test_decoder_form_rejects_what_it_cannot_do():
     layers.PlainConv(2, (5, 5)).init(jax.random.key(0), x, valid, skip=skip(6, 8))
 
 
-@pytest.mark.parametrize("size,k,s", [((9, 12), 3, 2), ((8, 8), 5, 2), ((13, 10), 7, 2), ((2, 2), 3, 2),
-                                      ((11, 7), 4, 3)])
+@pytest.mark.parametrize(
+  "size,k,s", [((9, 12), 3, 2), ((8, 8), 5, 2), ((13, 10), 7, 2), ((2, 2), 3, 2), ((11, 7), 4, 3)]
+)
 def test_strided_conv_gradients_equal_xla(size, k, s):
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)

@@ -70,9 +70,19 @@ def test_device_check_runs_end_to_end_at_ci_size(tmp_path):
   out = tmp_path / "check.json"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(DEVICE_CHECK_TINY="1", JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags.CPU_FLAGS[0])
-  proc = subprocess.run([os.path.join(ROOT, "bench", "device_check.sh"), "--families=unet_pconv",
-                         "--dtypes=float32", "--choices=decoder", f"--out={out}"],
-                        capture_output=True, text=True, env=env, timeout=280)
+  proc = subprocess.run(
+    [
+      os.path.join(ROOT, "bench", "device_check.sh"),
+      "--families=unet_pconv",
+      "--dtypes=float32",
+      "--choices=decoder",
+      f"--out={out}",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=280,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   result = json.loads(out.read_text())
   assert result["backend"] == "cpu" and result["tiny"]

@@ -25,9 +25,11 @@ def load_config(variant="tiny", **overrides):
 
 def shapes_of(module, *args, **kwargs):
   """Output shapes of every submodule of `module.apply(init(*args), *args)`, computed without any FLOP."""
+
   def run(*a):
     variables = module.init(jax.random.key(0), *a, **kwargs)
     return module.apply(variables, *a, **kwargs, capture_intermediates=True)
+
   out, state = jax.eval_shape(run, *args)
   inter = state["intermediates"]
   return out.shape, {k: v["__call__"][0].shape for k, v in inter.items() if k != "__call__"}
@@ -38,13 +40,16 @@ def test_generator_and_discriminator_follow_seed_001_tables():
   out, layers = shapes_of(DCGANGenerator(), z)
   assert out == (2, 64, 64, 3)
   assert layers["norm0"] == (2, 4, 4, 1024)  # dense + reshape
-  assert [layers[f"up{i}"] for i in (1, 2, 3, 4)] == [(2, 8, 8, 512), (2, 16, 16, 256), (2, 32, 32, 128),
-                                                      (2, 64, 64, 3)]
+  assert [layers[f"up{i}"] for i in (1, 2, 3, 4)] == [
+    (2, 8, 8, 512),
+    (2, 16, 16, 256),
+    (2, 32, 32, 128),
+    (2, 64, 64, 3),
+  ]
   image = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
   logits, layers = shapes_of(DCGANDiscriminator(), image)
   assert logits == (2, 1)
-  assert [layers[f"conv{i}"] for i in range(4)] == [(2, 32, 32, 64), (2, 16, 16, 128), (2, 8, 8, 256),
-                                                    (2, 4, 4, 512)]
+  assert [layers[f"conv{i}"] for i in range(4)] == [(2, 32, 32, 64), (2, 16, 16, 128), (2, 8, 8, 256), (2, 4, 4, 512)]
   variables = jax.eval_shape(lambda x: DCGANDiscriminator().init(jax.random.key(0), x), image)
   assert variables["params"]["conv1"]["kernel"].shape == (5, 5, 64, 128)  # 5x5 convs
   assert shapes_of(DCGANDiscriminator(num_logits=2), image)[0] == (2, 2)
@@ -66,7 +71,7 @@ def test_depth_to_space_and_icnr_start():
   y = np.asarray(depth_to_space(jnp.asarray(x)))
   for i in range(2):
     for j in range(2):
-      np.testing.assert_array_equal(y[:, i::2, j::2, :], x[..., (2 * i + j) * 6:(2 * i + j + 1) * 6])
+      np.testing.assert_array_equal(y[:, i::2, j::2, :], x[..., (2 * i + j) * 6 : (2 * i + j + 1) * 6])
   up = SubpixelUp(5)
   h = jnp.asarray(x[..., :7])
   out = np.asarray(jax.jit(lambda x: up.apply(up.init(jax.random.key(0), x), x))(h))
@@ -103,11 +108,12 @@ def _logits_by_hand(task, params, model_state, real, rng):
   """Independent forward pass: z, G(z) and D's logits on real and fake batches (train mode)."""
   stats = model_state["batch_stats"]
   z = jax.random.uniform(rng, (real.shape[0], task.latent_dim), minval=-1.0, maxval=1.0)
-  fake, _ = task.generator.apply({"params": params["generator"], "batch_stats": stats["generator"]}, z,
-                                 train=True, mutable=["batch_stats"])
+  fake, _ = task.generator.apply(
+    {"params": params["generator"], "batch_stats": stats["generator"]}, z, train=True, mutable=["batch_stats"]
+  )
   critic = lambda x: task.discriminator.apply(
-      {"params": params["discriminator"], "batch_stats": stats["discriminator"]}, x, train=True,
-      mutable=["batch_stats"])[0]
+    {"params": params["discriminator"], "batch_stats": stats["discriminator"]}, x, train=True, mutable=["batch_stats"]
+  )[0]
   return critic(real), critic(fake)
 
 
@@ -147,18 +153,21 @@ def test_each_network_gets_exactly_the_gradient_of_its_own_loss():
     z = jax.random.uniform(rng, (batch["image"].shape[0], task.latent_dim), minval=-1.0, maxval=1.0)
 
     def generate(gp):
-      return task.generator.apply({"params": gp, "batch_stats": stats["generator"]}, z, train=True,
-                                  mutable=["batch_stats"])[0]
+      return task.generator.apply(
+        {"params": gp, "batch_stats": stats["generator"]}, z, train=True, mutable=["batch_stats"]
+      )[0]
 
     def critic(dp, x):
-      return task.discriminator.apply({"params": dp, "batch_stats": stats["discriminator"]}, x, train=True,
-                                      mutable=["batch_stats"])[0]
+      return task.discriminator.apply(
+        {"params": dp, "batch_stats": stats["discriminator"]}, x, train=True, mutable=["batch_stats"]
+      )[0]
 
     # generator: -mean log D(G(z)) with D fixed; discriminator: its BCE with G(z) a constant
     g_only = jax.grad(lambda gp: jnp.mean(jax.nn.softplus(-critic(params["discriminator"], generate(gp)))))
     fake = generate(params["generator"])
-    d_only = jax.grad(lambda dp: jnp.mean(jax.nn.softplus(-critic(dp, batch["image"])))
-                      + jnp.mean(jax.nn.softplus(critic(dp, fake))))
+    d_only = jax.grad(
+      lambda dp: jnp.mean(jax.nn.softplus(-critic(dp, batch["image"]))) + jnp.mean(jax.nn.softplus(critic(dp, fake)))
+    )
     expected = {"generator": g_only(params["generator"]), "discriminator": d_only(params["discriminator"])}
     return grads, expected, new_state
 
@@ -170,8 +179,9 @@ def test_each_network_gets_exactly_the_gradient_of_its_own_loss():
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
     assert any(float(jnp.abs(a).max()) > 0 for a in got)
   # the discriminator's running statistics saw the real batch, then the fake one
-  assert not np.allclose(new_state["batch_stats"]["discriminator"]["norm1"]["mean"],
-                         stats["discriminator"]["norm1"]["mean"])
+  assert not np.allclose(
+    new_state["batch_stats"]["discriminator"]["norm1"]["mean"], stats["discriminator"]["norm1"]["mean"]
+  )
 
 
 def test_one_adam_per_network_with_its_own_rate():
@@ -183,8 +193,12 @@ def test_one_adam_per_network_with_its_own_rate():
   before = jax.tree.map(np.asarray, state.params)
   state, _ = step(state, sharding.to_global(next(pipeline.make_train_iterator(config)), trainer.mesh))
   for name, lr in (("generator", 1e-4), ("discriminator", 1e-2)):
-    moved = np.concatenate([np.abs(np.asarray(a) - b).ravel() for a, b in
-                            zip(jax.tree.leaves(state.params[name]), jax.tree.leaves(before[name]))])
+    moved = np.concatenate(
+      [
+        np.abs(np.asarray(a) - b).ravel()
+        for a, b in zip(jax.tree.leaves(state.params[name]), jax.tree.leaves(before[name]))
+      ]
+    )
     # Adam's first step moves every parameter with a non-negligible gradient by ~lr
     assert np.median(moved[moved > 0]) == pytest.approx(lr, rel=0.05), name
 

@@ -16,8 +16,8 @@ def batch(size, n=2, seed=0):
   rng = np.random.default_rng(seed)
   image = rng.uniform(-1, 1, size=(n, size, size, 3)).astype(np.float32)
   valid = np.ones((n, size, size, 1), np.float32)
-  valid[0, size // 4:size // 2, size // 8:size // 2] = 0
-  valid[-1, size // 2:, size // 2:size - 3] = 0
+  valid[0, size // 4 : size // 2, size // 8 : size // 2] = 0
+  valid[-1, size // 2 :, size // 2 : size - 3] = 0
   return jnp.asarray(image), jnp.asarray(valid)
 
 
@@ -29,6 +29,7 @@ def random_variables(model, *args, seed=0):
   def fill(s):
     scale = 1.0 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.1
     return jnp.asarray(rng.normal(size=s.shape) * scale, s.dtype)
+
   return jax.tree.map(fill, shapes)
 
 
@@ -116,14 +117,14 @@ def test_discriminator_shapes():
 
 def test_local_patch_is_centred_on_each_hole_and_clamped():
   valid = np.ones((3, 16, 20, 1), np.float32)
-  valid[0, 6:9, 8:12] = 0       # rows 6..8, cols 8..11 -> window rows 3..10, cols 6..13 for size 8
-  valid[1, 0:2, 17:20] = 0      # top-right corner -> clamped
+  valid[0, 6:9, 8:12] = 0  # rows 6..8, cols 8..11 -> window rows 3..10, cols 6..13 for size 8
+  valid[1, 0:2, 17:20] = 0  # top-right corner -> clamped
   origin = np.asarray(hole_box_origin(jnp.asarray(valid), 8))
   np.testing.assert_array_equal(origin, [[3, 6], [0, 12], [4, 6]])  # no hole: the centre
   x = np.arange(3 * 16 * 20, dtype=np.float32).reshape(3, 16, 20, 1)
   patches = np.asarray(local_patch(jnp.asarray(x), jnp.asarray(origin), 8))
   for n, (top, left) in enumerate(origin):
-    np.testing.assert_array_equal(patches[n], x[n, top:top + 8, left:left + 8])
+    np.testing.assert_array_equal(patches[n], x[n, top : top + 8, left : left + 8])
   with pytest.raises(ValueError, match="local patch size 17"):
     hole_box_origin(jnp.asarray(valid), 17)
 
@@ -140,7 +141,7 @@ def test_spatial_discount_is_gamma_to_the_distance_from_known_pixels():
       for j in range(14):
         d = np.abs(known - [i, j]).max(axis=1).min()  # chessboard distance to the nearest known pixel
         assert weights[n, i, j, 0] == pytest.approx(0.9 ** max(d - 1, 0), rel=1e-5), (n, i, j)
-  assert weights[0, 5, 7, 0] == pytest.approx(0.9 ** 3)
+  assert weights[0, 5, 7, 0] == pytest.approx(0.9**3)
   assert np.isfinite(np.asarray(spatial_discount(jnp.zeros((1, 8, 8, 1)), 0.9))).all()
 
 

@@ -100,19 +100,19 @@ def test_means_equal_an_independent_per_example_computation():
   config.eval.masks = "free_form"
   eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
   source = sources.make_source(config.data, "eval")
-  results = evaluate.evaluate_methods(evaluate.baseline_methods(["telea"]), eval_set, source=source,
-                                      progress=False)
+  results = evaluate.evaluate_methods(evaluate.baseline_methods(["telea"]), eval_set, source=source, progress=False)
   score = jax.jit(lambda t, o, v: metrics.inpainting_metrics((t + 1) / 2, (o + 1) / 2, v))
   per_example = []
   for batch in eval_set.batches("free_form", source):
     out = baselines.inpaint_batch("telea", batch["image"], batch["valid"])
     for i in np.flatnonzero(batch["weight"]):
-      value = score(batch["image"][i:i + 1], out[i:i + 1], batch["valid"][i:i + 1])
+      value = score(batch["image"][i : i + 1], out[i : i + 1], batch["valid"][i : i + 1])
       per_example.append({k: float(v[0]) for k, v in value.items()})
   assert len(per_example) == 10 and results.rows[0]["n"] == 10
   for key in ("l1", "l2", "tv", "psnr", "ssim"):
     assert results.value("OpenCV Telea", "free_form", key) == pytest.approx(
-        np.mean([e[key] for e in per_example]), rel=1e-5)
+      np.mean([e[key] for e in per_example]), rel=1e-5
+    )
 
 
 def test_model_scores_match_the_trainers_own_eval(run):
@@ -137,7 +137,8 @@ def test_evaluation_is_deterministic_and_writes_every_output(run):
   label = os.path.basename(run["workdir"])
   methods = [label] + [baselines.LABELS[n] for n in baselines.BASELINES]
   assert [(r["method"], r["kind"]) for r in data["results"]] == [
-      (m, k) for k in ("centre", "hole_20-30") for m in methods]
+    (m, k) for k in ("centre", "hole_20-30") for m in methods
+  ]
   assert all(r["n"] == 8 for r in data["results"]) and data["info"]["step"] == run["config"].num_train_steps
   assert len(outputs[0]["eval_results.csv"].strip().splitlines()) == 1 + 2 * len(methods)
   # the loss that trained the run, in every output (no VGG16 weights file here)
@@ -149,6 +150,7 @@ def test_evaluation_is_deterministic_and_writes_every_output(run):
   table = outputs[0]["eval_results.md"]
   assert "Centre PSNR ↑" in table and "PSNR ↑ by hole ratio" in table and "FID left out" in table
   from tensorboard.backend.event_processing import event_accumulator
+
   tags = set()
   for events in glob.glob(os.path.join(run["workdir"], "events.out.tfevents.*")):
     acc = event_accumulator.EventAccumulator(events, size_guidance={"tensors": 0})
@@ -181,28 +183,40 @@ def test_missing_checkpoint_and_bad_config_fail_in_one_line(tmp_path, run):
 def test_cli_overrides_and_errors(run, tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   env.pop("JAXINPAINT_TRACEBACK", None)
-  cmd = [sys.executable, "-m", "jaxinpaint.evaluate", f"--workdir={run['workdir']}", "--config.eval.masks=centre",
-         "--config.eval.examples=8", "--config.eval.baselines=mean_fill"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxinpaint.evaluate",
+    f"--workdir={run['workdir']}",
+    "--config.eval.masks=centre",
+    "--config.eval.examples=8",
+    "--config.eval.baselines=mean_fill",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   data = json.load(open(os.path.join(run["workdir"], "eval_results.json")))
   assert data["info"]["kinds"] == ["centre"] and len(data["results"]) == 2
   with pytest.raises(SystemExit) as exit_info:  # fails before defining any flag, so it can run in-process
     evaluate.main(["evaluate", f"--workdir={tmp_path}/none"])
-  assert exit_info.value.code == (f"error: {tmp_path}/none/config.json not found: {tmp_path}/none is not a "
-                                  "jaxinpaint run directory")
+  assert exit_info.value.code == (
+    f"error: {tmp_path}/none/config.json not found: {tmp_path}/none is not a jaxinpaint run directory"
+  )
 
 
 def test_eval_on_a_pack_equals_eval_on_the_same_masks_drawn_in_pipeline(tmp_path):
   config = eval_config(load_config(), examples=10)
-  ff, = mask_packs.make_pack("free_form", 32, 10, 0, str(tmp_path / "ff"))
+  (ff,) = mask_packs.make_pack("free_form", 32, 10, 0, str(tmp_path / "ff"))
   buckets = mask_packs.make_pack("buckets", 32, 10, 0, str(tmp_path / "buckets"))  # a folder of six packs
   config.eval.masks = f"free_form,hole_20-30,pack:{tmp_path / 'ff'},pack:{tmp_path / 'buckets'}"
   eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
   kinds = ["free_form", "hole_20-30", f"pack_{ff['pack_id']}"] + [f"pack_{m['pack_id']}" for m in buckets]
   assert list(eval_set.kinds) == kinds
-  results = evaluate.evaluate_methods(evaluate.baseline_methods(["telea", "mean_fill"]), eval_set,
-                                      source=sources.make_source(config.data, "eval"), progress=False)
+  results = evaluate.evaluate_methods(
+    evaluate.baseline_methods(["telea", "mean_fill"]),
+    eval_set,
+    source=sources.make_source(config.data, "eval"),
+    progress=False,
+  )
   for method in results.methods:
     for drawn, packed in (("free_form", kinds[2]), ("hole_20-30", kinds[5])):
       for metric in results.metric_names:
@@ -237,8 +251,9 @@ def test_loss_label_names_the_vgg_weights_or_their_absence(tmp_path):
   weights = tmp_path / "vgg16.npz"
   weights.write_bytes(b"weights")
   config.loss.vgg_weights = str(weights)
-  assert evaluate.loss_label(config) == ("loss: L1+TV+perceptual+style (VGG16 weights sha256 "
-                                         f"{hashlib.sha256(b'weights').hexdigest()})")
+  assert evaluate.loss_label(config) == (
+    f"loss: L1+TV+perceptual+style (VGG16 weights sha256 {hashlib.sha256(b'weights').hexdigest()})"
+  )
   config.loss.vgg_weights = str(tmp_path / "gone.npz")
   assert evaluate.loss_label(config) == f"loss: L1+TV only (VGG weights {tmp_path / 'gone.npz'} not found)"
   config.loss.name = "mse"

@@ -57,15 +57,16 @@ np.savez(sys.argv[2], **out)
 def astronaut(batch, h, w, seed=0):
   """uint8[B, H, W, 3] crops of a real photo and uint8[B, H, W] holes (0/255: free-form strokes + a box)."""
   from skimage import data
+
   photo = data.astronaut()
   rng = np.random.default_rng(seed)
   images, holes = [], []
   for i in range(batch):
     top, left = rng.integers(0, 200, 2)
-    crop = photo[top:top + 300, left:left + 300]
+    crop = photo[top : top + 300, left : left + 300]
     images.append(np.asarray(Image.fromarray(crop).resize((w, h), Image.BICUBIC)))
     hole = masks.free_form(rng, h, w) < 0.5
-    hole[h // 4:h // 2, w // 3:w // 2] = True
+    hole[h // 4 : h // 2, w // 3 : w // 2] = True
     holes.append(hole.astype(np.uint8) * 255)
   return np.stack(images), np.stack(holes)
 
@@ -93,8 +94,13 @@ def round_trip(tmp_path_factory):
     make_run(workdir, name=name, seed=3)
     models[name] = inpaint.load(workdir)
     if name == "wconv":
-      cli = subprocess.run([sys.executable, "-m", "jaxinpaint.export", f"--workdir={workdir}", f"--out={out}"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+      cli = subprocess.run(
+        [sys.executable, "-m", "jaxinpaint.export", f"--workdir={workdir}", f"--out={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+      )
       assert cli.returncode == 0, cli.stderr[-3000:]
       assert f"exported unet/weighted (step 20) to {out}" in cli.stdout
     else:
@@ -104,16 +110,26 @@ def round_trip(tmp_path_factory):
   for batch, h, w in CASES:
     cases[f"image_{batch}x{h}x{w}"], cases[f"hole_{batch}x{h}x{w}"] = astronaut(batch, h, w, seed=h + batch)
   np.savez(root / "cases.npz", **cases)
-  references = {f"{i}_{key}": expected(models[name], cases[key], cases[key.replace("image", "hole")])
-                for i, name in enumerate(ROUND_TRIP) for key in cases if key.startswith("image")}
+  references = {
+    f"{i}_{key}": expected(models[name], cases[key], cases[key.replace("image", "hole")])
+    for i, name in enumerate(ROUND_TRIP)
+    for key in cases
+    if key.startswith("image")
+  }
   return dict(root=root, folders=folders, cases=cases, references=references)
 
 
 def reload_in_fresh_process(round_trip, script, tag):
   out = round_trip["root"] / f"{tag}.npz"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.run([sys.executable, "-c", script, str(round_trip["root"] / "cases.npz"), str(out),
-                         *round_trip["folders"]], capture_output=True, text=True, timeout=600, env=env, cwd="/")
+  proc = subprocess.run(
+    [sys.executable, "-c", script, str(round_trip["root"] / "cases.npz"), str(out), *round_trip["folders"]],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=env,
+    cwd="/",
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return np.load(out)
 
@@ -126,8 +142,13 @@ def test_artifact_reloaded_without_jaxinpaint_matches_inpaint(round_trip, fmt):
   for key, reference in round_trip["references"].items():
     image_key = key.split("_", 1)[1]
     family = ROUND_TRIP[int(key.split("_")[0])]
-    check_fill(results[key], cases[image_key], cases[image_key.replace("image", "hole")], reference,
-               f"{fmt} {family} {image_key}")
+    check_fill(
+      results[key],
+      cases[image_key],
+      cases[image_key.replace("image", "hole")],
+      reference,
+      f"{fmt} {family} {image_key}",
+    )
 
 
 def test_manifest_names_family_shapes_and_stride(round_trip):
@@ -138,8 +159,11 @@ def test_manifest_names_family_shapes_and_stride(round_trip):
     assert info["config"] == f"configs/{name}.py" and info["training_size"] == 32
     assert info["family"] == {"wconv": "unet/weighted", "gated": "deepfill/deepfill_v2"}[name]
     assert info["inputs"]["image"]["shape"] == f"b, {s}*h, {s}*w, 3" == info["output"]["shape"]
-    assert info["inputs"]["hole"] == {"shape": f"b, {s}*h, {s}*w", "dtype": "uint8",
-                                      "meaning": "nonzero = fill this pixel"}
+    assert info["inputs"]["hole"] == {
+      "shape": f"b, {s}*h, {s}*w",
+      "dtype": "uint8",
+      "meaning": "nonzero = fill this pixel",
+    }
     assert sorted(os.listdir(folder)) == ["fill.stablehlo", "manifest.json", "saved_model"]
 
 
@@ -216,8 +240,13 @@ def test_a_model_that_cannot_be_symbolic_exports_fixed_sizes(tmp_path):
 
 
 def test_errors_are_one_line_and_touch_nothing(round_trip, tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "jaxinpaint.export", f"--workdir={tmp_path / 'nope'}",
-                         f"--out={tmp_path / 'o'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "jaxinpaint.export", f"--workdir={tmp_path / 'nope'}", f"--out={tmp_path / 'o'}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   last = proc.stderr.strip().splitlines()[-1]
   assert proc.returncode == 1 and last.startswith("error: ") and "does not exist" in last, proc.stderr[-2000:]
   assert not (tmp_path / "o").exists()

@@ -34,8 +34,11 @@ def np_conv(x, kernel, stride=1, dilation=1, pad=0):
   out = 0.0
   for i in range(kh):
     for j in range(kw):
-      patch = x[:, i * dilation:i * dilation + stride * (oh - 1) + 1:stride,
-                j * dilation:j * dilation + stride * (ow - 1) + 1:stride]
+      patch = x[
+        :,
+        i * dilation : i * dilation + stride * (oh - 1) + 1 : stride,
+        j * dilation : j * dilation + stride * (ow - 1) + 1 : stride,
+      ]
       out = out + patch @ np.asarray(kernel[i, j], np.float64)
   return out
 
@@ -52,7 +55,7 @@ def np_fourier_unit(x, p):
 def np_spectral(x, p, stride):
   if stride == 2:
     b, h, w, c = x.shape
-    x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    x = x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
   u = np.maximum(np_bn(x @ np.asarray(p["conv1"]["kernel"][0, 0], np.float64), p["bn1"]), 0.0)
   return (u + np_fourier_unit(u, p["fu"])) @ np.asarray(p["conv2"]["kernel"][0, 0], np.float64)
 
@@ -68,8 +71,9 @@ def test_fourier_unit_matches_numpy_rfft2(shape):
   variables = randomized(unit.init(jax.random.key(0), jnp.asarray(x)))
   out = apply_train(unit, variables, jnp.asarray(x))
   assert out.shape == shape[:3] + (3,)
-  np.testing.assert_allclose(np.asarray(out), np_fourier_unit(x.astype(np.float64), variables["params"]),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(out), np_fourier_unit(x.astype(np.float64), variables["params"]), rtol=1e-4, atol=1e-4
+  )
 
 
 @pytest.mark.parametrize("stride,shape", [(1, (2, 7, 9, 6)), (2, (2, 8, 10, 6))])
@@ -78,8 +82,9 @@ def test_spectral_transform_matches_numpy(stride, shape):
   layer = ffc.SpectralTransform(features=4, stride=stride)
   variables = randomized(layer.init(jax.random.key(0), jnp.asarray(x)), seed=3)
   out = apply_train(layer, variables, jnp.asarray(x))
-  np.testing.assert_allclose(np.asarray(out), np_spectral(x.astype(np.float64), variables["params"], stride),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(out), np_spectral(x.astype(np.float64), variables["params"], stride), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_ffc_four_paths_match_numpy_at_odd_size_with_dilation():
@@ -93,8 +98,9 @@ def test_ffc_four_paths_match_numpy_at_odd_size_with_dilation():
   conv = lambda x, name: np_conv(x, p[name]["kernel"], dilation=2, pad=2)
   assert y_l.shape == (2, 9, 7, 2) and y_g.shape == (2, 9, 7, 6)  # int(8 * 0.75) = 6 global channels
   np.testing.assert_allclose(np.asarray(y_l), conv(xl, "conv_l2l") + conv(xg, "conv_g2l"), rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(y_g), conv(xl, "conv_l2g") + np_spectral(xg, p["conv_g2g"], 1),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(y_g), conv(xl, "conv_l2g") + np_spectral(xg, p["conv_g2g"], 1), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_last_downsampling_splits_a_local_input_into_local_and_global_parts():
@@ -117,10 +123,10 @@ def test_resnet_block_adds_its_input_to_each_part_and_checks_the_split():
   variables = block.init(jax.random.key(0), x_l, x_g)
   y_l, y_g = apply_train(block, variables, x_l, x_g)
   inner = ffc.FFCBNAct(8, 3, 0.75, padding=1)
-  h = apply_train(inner, {"params": variables["params"]["conv1"], "batch_stats": variables["batch_stats"]["conv1"]},
-                  x_l, x_g)
-  h = apply_train(inner, {"params": variables["params"]["conv2"], "batch_stats": variables["batch_stats"]["conv2"]},
-                  *h)
+  h = apply_train(
+    inner, {"params": variables["params"]["conv1"], "batch_stats": variables["batch_stats"]["conv1"]}, x_l, x_g
+  )
+  h = apply_train(inner, {"params": variables["params"]["conv2"], "batch_stats": variables["batch_stats"]["conv2"]}, *h)
   np.testing.assert_allclose(np.asarray(y_l), np.asarray(x_l + h[0]), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(y_g), np.asarray(x_g + h[1]), rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match=r"needs the input split \(2, 6\); got 4 \+ 4"):
@@ -144,8 +150,9 @@ def test_fourier_unit_runs_its_fft_in_float32_under_bfloat16_activations():
 
 def test_reflection_padding_mirrors_without_the_edge_and_refuses_tiny_inputs():
   x = jnp.arange(12.0).reshape(1, 3, 4, 1)
-  np.testing.assert_array_equal(np.asarray(ffc.reflect_pad(x, 2))[0, ..., 0],
-                                np.pad(np.arange(12.0).reshape(3, 4), 2, mode="reflect"))
+  np.testing.assert_array_equal(
+    np.asarray(ffc.reflect_pad(x, 2))[0, ..., 0], np.pad(np.arange(12.0).reshape(3, 4), 2, mode="reflect")
+  )
   with pytest.raises(ValueError, match="needs H and W > 3"):
     ffc.reflect_pad(x, 3)
   assert ffc.split_channels(512, 0.75) == (128, 384) and ffc.split_channels(10, 0.75) == (3, 7)

@@ -47,9 +47,9 @@ def test_softmax_cross_entropy_two_logits_and_one():
 
 def test_least_squares():
   pr, pf = sigmoid(REAL), sigmoid(FAKE)
-  assert float(gl.d_mse(REAL, FAKE)) == pytest.approx(((pr - 1) ** 2).mean() + (pf ** 2).mean(), rel=1e-5)
+  assert float(gl.d_mse(REAL, FAKE)) == pytest.approx(((pr - 1) ** 2).mean() + (pf**2).mean(), rel=1e-5)
   assert float(gl.g_mse(FAKE)) == pytest.approx(((pf - 1) ** 2).mean(), rel=1e-5)
-  raw = ((REAL - 1.0) ** 2).mean() + (FAKE ** 2).mean()
+  raw = ((REAL - 1.0) ** 2).mean() + (FAKE**2).mean()
   assert float(gl.d_mse(REAL, FAKE, on_probabilities=False)) == pytest.approx(raw, rel=1e-5)
 
 
@@ -85,7 +85,7 @@ def test_gradient_penalty_matches_finite_differences():
   for i in range(3):
     grad = np.zeros(12)
     for j in range(12):
-      up, down = x_hat[i:i + 1].copy().reshape(1, -1), x_hat[i:i + 1].copy().reshape(1, -1)
+      up, down = x_hat[i : i + 1].copy().reshape(1, -1), x_hat[i : i + 1].copy().reshape(1, -1)
       up[0, j] += h
       down[0, j] -= h
       grad[j] = (critic_np(up.reshape(1, 2, 2, 3)) - critic_np(down.reshape(1, 2, 2, 3)))[0] / (2 * h)

@@ -56,14 +56,19 @@ def test_each_network_receives_the_gradient_of_its_own_loss(name):
 
   def g_alone(g_params):
     out, comp = composite(g_params)
-    return (task.config.gan.weight * task.adversary.g_loss(params["discriminator"], state, comp, valid)
-            + task.reconstruction_loss(out["coarse"], out["refined"], image, valid))
+    return task.config.gan.weight * task.adversary.g_loss(
+      params["discriminator"], state, comp, valid
+    ) + task.reconstruction_loss(out["coarse"], out["refined"], image, valid)
 
   @jax.jit
   def all_grads(p):
     total = jax.grad(lambda q: task.loss_fn(q, state, batch, rng, jnp.zeros((), jnp.int32))[0])(p)
-    return total, jax.grad(d_alone)(p["discriminator"], p["generator"]), jax.grad(g_alone)(p["generator"]), \
-        jax.grad(d_alone, argnums=1)(p["discriminator"], p["generator"])
+    return (
+      total,
+      jax.grad(d_alone)(p["discriminator"], p["generator"]),
+      jax.grad(g_alone)(p["generator"]),
+      jax.grad(d_alone, argnums=1)(p["discriminator"], p["generator"]),
+    )
 
   total, d_grad, g_grad, d_through_g = all_grads(params)
   for a, b in zip(leaves(total["discriminator"]), leaves(d_grad)):
@@ -156,6 +161,7 @@ def test_tensorboard_has_both_losses_and_the_stage_images(runs):
     assert f"train/{name}" in tags, tags
   assert {"samples", "stages", "eval/psnr", "eval/ssim"} <= tags
   from PIL import Image
+
   grid = np.asarray(Image.open(os.path.join(workdir, "samples", "stages_step_0000020.png")))
   # target | input | coarse | output | composite | attention, 32 px tiles with 2 px padding
   assert grid.shape == (6 * 36, 6 * 36, 3)
@@ -170,12 +176,14 @@ def test_deepfill_v1_updates_the_generator_once_per_five_critic_updates(tmp_path
     result = train.train_and_evaluate(config, str(tmp_path), stop_at=stop, devices=jax.devices()[:1])
     assert result["step"] == stop
     states[stop] = result["state"]
-    assert all(np.isfinite(v["g_loss"]) and np.isfinite(v["d_loss"]) and np.isfinite(v["gp"])
-               for v in result["history"].values())
-  same = lambda a, b, group: all(np.array_equal(x, y) for x, y in zip(leaves(states[a].params[group]),
-                                                                     leaves(states[b].params[group])))
-  assert same(4, 5, "generator")          # step index 4: a critic-only step
-  assert not same(5, 6, "generator")      # step index 5 = 0 mod 5: the generator moves
+    assert all(
+      np.isfinite(v["g_loss"]) and np.isfinite(v["d_loss"]) and np.isfinite(v["gp"]) for v in result["history"].values()
+    )
+  same = lambda a, b, group: all(
+    np.array_equal(x, y) for x, y in zip(leaves(states[a].params[group]), leaves(states[b].params[group]))
+  )
+  assert same(4, 5, "generator")  # step index 4: a critic-only step
+  assert not same(5, 6, "generator")  # step index 5 = 0 mod 5: the generator moves
   assert not same(4, 5, "discriminator") and not same(5, 6, "discriminator")
   assert states[6].model_state == {}
 

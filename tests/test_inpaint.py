@@ -40,20 +40,24 @@ def family_model(request, tmp_path_factory):
 def border_holes(h, w, seed):
   """Free-form holes plus holes touching the bottom and right borders, which padding mirrors."""
   hole = masks.free_form(np.random.default_rng(seed), h, w) < 0.5
-  hole[-max(h // 8, 2):, w // 4:w // 2] = True
-  hole[h // 3:h // 2, -max(w // 8, 2):] = True
+  hole[-max(h // 8, 2) :, w // 4 : w // 2] = True
+  hole[h // 3 : h // 2, -max(w // 8, 2) :] = True
   return hole
 
 
 def with_hole_contents(image, hole, kind, seed=0):
   """The image with its hole pixels replaced by magenta or by uniform noise."""
-  fill = (np.broadcast_to(np.array([255, 0, 255], np.uint8), image.shape) if kind == "magenta"
-          else np.random.default_rng(seed).integers(0, 256, image.shape, np.uint8))
+  fill = (
+    np.broadcast_to(np.array([255, 0, 255], np.uint8), image.shape)
+    if kind == "magenta"
+    else np.random.default_rng(seed).integers(0, 256, image.shape, np.uint8)
+  )
   return np.where(hole[..., None], fill, image)
 
 
 def photo(h, w, seed=0):
   from skimage import data
+
   image = np.asarray(Image.fromarray(data.chelsea()).resize((w, h), Image.BICUBIC))
   hole = masks.free_form(np.random.default_rng(seed), h, w) < 0.5
   return image, hole
@@ -141,11 +145,16 @@ def test_folder_mode_pairs_masks_and_writes_grids(model, tmp_path):
     stem = os.path.splitext(name)[0]
     mask_name = stem + ("_mask.png" if i else ".png")
     Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "masks" / mask_name)
-  jobs = inpaint.plan_jobs(image=None, mask=None, output=None, image_dir=str(tmp_path / "photos"),
-                           mask_dir=str(tmp_path / "masks"), output_dir=str(tmp_path / "out"))
+  jobs = inpaint.plan_jobs(
+    image=None,
+    mask=None,
+    output=None,
+    image_dir=str(tmp_path / "photos"),
+    mask_dir=str(tmp_path / "masks"),
+    output_dir=str(tmp_path / "out"),
+  )
   assert [os.path.relpath(j[2], tmp_path / "out") for j in jobs] == ["a.png", "sub/b.png"]
-  report = inpaint.run_files(model, jobs, invert_mask=False, resize_mask=False, mode="auto", grid=True,
-                             progress=False)
+  report = inpaint.run_files(model, jobs, invert_mask=False, resize_mask=False, mode="auto", grid=True, progress=False)
   assert len(report.written) == 4 and not report.skipped
   for name, (h, w) in sizes.items():
     out = np.asarray(Image.open(tmp_path / "out" / (os.path.splitext(name)[0] + ".png")))
@@ -156,13 +165,25 @@ def test_folder_mode_pairs_masks_and_writes_grids(model, tmp_path):
     grid = np.asarray(Image.open(tmp_path / "out" / (os.path.splitext(name)[0] + "_grid.png")))
     assert grid.shape == (h, 3 * w + 8, 3)
   os.remove(tmp_path / "masks" / "sub" / "b_mask.png")
-  jobs = inpaint.plan_jobs(image=None, mask=None, output=None, image_dir=str(tmp_path / "photos"),
-                           mask_dir=str(tmp_path / "masks"), output_dir=str(tmp_path / "out"))
+  jobs = inpaint.plan_jobs(
+    image=None,
+    mask=None,
+    output=None,
+    image_dir=str(tmp_path / "photos"),
+    mask_dir=str(tmp_path / "masks"),
+    output_dir=str(tmp_path / "out"),
+  )
   assert [j[1] is None for j in jobs] == [False, True]  # run_files skips it and says why
   os.remove(tmp_path / "masks" / "a.png")
   with pytest.raises(ValueError, match=r"no mask in .* for any of the 2 images \(e.g. 'a.jpg'"):
-    inpaint.plan_jobs(image=None, mask=None, output=None, image_dir=str(tmp_path / "photos"),
-                      mask_dir=str(tmp_path / "masks"), output_dir=str(tmp_path / "out"))
+    inpaint.plan_jobs(
+      image=None,
+      mask=None,
+      output=None,
+      image_dir=str(tmp_path / "photos"),
+      mask_dir=str(tmp_path / "masks"),
+      output_dir=str(tmp_path / "out"),
+    )
 
 
 def test_cli(model, tmp_path):
@@ -171,8 +192,16 @@ def test_cli(model, tmp_path):
   Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   env.pop("JAXINPAINT_TRACEBACK", None)
-  cmd = [sys.executable, "-m", "jaxinpaint.inpaint", f"--workdir={model.workdir}", f"--image={tmp_path}/photo.png",
-         f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/out.png", "--grid"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxinpaint.inpaint",
+    f"--workdir={model.workdir}",
+    f"--image={tmp_path}/photo.png",
+    f"--mask={tmp_path}/mask.png",
+    f"--output={tmp_path}/out.png",
+    "--grid",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = np.asarray(Image.open(tmp_path / "out.png"))
@@ -185,8 +214,15 @@ def test_cli(model, tmp_path):
 
 def folder_plan(tmp_path, output_dir="out", mask_dir="masks", grid=False, mask=None):
   mask_dir = None if mask_dir is None else str(tmp_path / mask_dir)
-  return inpaint.plan_jobs(image=None, mask=mask, output=None, image_dir=str(tmp_path / "photos"),
-                           mask_dir=mask_dir, output_dir=str(tmp_path / output_dir), grid=grid)
+  return inpaint.plan_jobs(
+    image=None,
+    mask=mask,
+    output=None,
+    image_dir=str(tmp_path / "photos"),
+    mask_dir=mask_dir,
+    output_dir=str(tmp_path / output_dir),
+    grid=grid,
+  )
 
 
 def save(path, array):
@@ -214,8 +250,13 @@ def test_outputs_never_overwrite_inputs(tmp_path):
   save(tmp_path / "photos" / "out" / "b.png", image)  # a photo inside what will be asked as --output_dir
   save(tmp_path / "masks" / "a.png", hole.astype(np.uint8) * 255)
   save(tmp_path / "masks" / "b.png", hole.astype(np.uint8) * 255)
-  single = dict(image=str(tmp_path / "photos" / "a.png"), mask=str(tmp_path / "masks" / "a.png"), image_dir=None,
-                mask_dir=None, output_dir=None)
+  single = dict(
+    image=str(tmp_path / "photos" / "a.png"),
+    mask=str(tmp_path / "masks" / "a.png"),
+    image_dir=None,
+    mask_dir=None,
+    output_dir=None,
+  )
   for output, flag in (("photos/a.png", "--image"), ("masks/a.png", "--mask"), ("photos/./a.png", "--image")):
     with pytest.raises(ValueError, match=f"--output .* is the {flag} file"):
       inpaint.plan_jobs(output=str(tmp_path / output), **single)
@@ -270,11 +311,15 @@ def test_outputs_that_cannot_be_written_are_found_before_any_work(tmp_path):
   save(tmp_path / "m.png", hole.astype(np.uint8) * 255)
   (tmp_path / "taken").mkdir()
   (tmp_path / "file.txt").write_text("not a folder")
-  single = dict(image=str(tmp_path / "a.png"), mask=str(tmp_path / "m.png"), image_dir=None, mask_dir=None,
-                output_dir=None)
-  for output, pattern in ((tmp_path / "taken", "is a directory"), (tmp_path / "file.txt" / "o.png", "is a file"),
-                          ("/proc/jaxinpaint_test/o.png", "is not writable"),
-                          (tmp_path / "o.xyz", "'.xyz' is not an image format PIL can write")):
+  single = dict(
+    image=str(tmp_path / "a.png"), mask=str(tmp_path / "m.png"), image_dir=None, mask_dir=None, output_dir=None
+  )
+  for output, pattern in (
+    (tmp_path / "taken", "is a directory"),
+    (tmp_path / "file.txt" / "o.png", "is a file"),
+    ("/proc/jaxinpaint_test/o.png", "is not writable"),
+    (tmp_path / "o.xyz", "'.xyz' is not an image format PIL can write"),
+  ):
     with pytest.raises(ValueError, match=pattern):
       inpaint.plan_jobs(output=str(output), **single)
   save(tmp_path / "photos" / "a.png", image)
@@ -286,8 +331,15 @@ def test_outputs_that_cannot_be_written_are_found_before_any_work(tmp_path):
     folder_plan(tmp_path)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   env.pop("JAXINPAINT_TRACEBACK", None)
-  cmd = [sys.executable, "-m", "jaxinpaint.inpaint", f"--workdir={tmp_path}/no_run", f"--image={tmp_path}/a.png",
-         f"--mask={tmp_path}/m.png", f"--output={tmp_path}/taken"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxinpaint.inpaint",
+    f"--workdir={tmp_path}/no_run",
+    f"--image={tmp_path}/a.png",
+    f"--mask={tmp_path}/m.png",
+    f"--output={tmp_path}/taken",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: --output "), proc.stderr
   assert "is a directory" in proc.stderr and "Traceback" not in proc.stderr  # before the run was even looked at
@@ -303,8 +355,7 @@ def test_bad_files_are_skipped_and_summarised(model, tmp_path):
     save(tmp_path / "masks" / name, mask if name != "wrong_size.png" else mask[:20])
   save(tmp_path / "masks" / "red_mask.png", np.stack([mask, 0 * mask, 0 * mask], -1))
   jobs = folder_plan(tmp_path)
-  report = inpaint.run_files(model, jobs, invert_mask=False, resize_mask=False, mode="auto", grid=False,
-                             progress=False)
+  report = inpaint.run_files(model, jobs, invert_mask=False, resize_mask=False, mode="auto", grid=False, progress=False)
   assert report.written == [str(tmp_path / "out" / "good.png")]
   reasons = {os.path.basename(path): reason for path, reason in report.skipped}
   assert sorted(reasons) == ["corrupt.png", "no_mask.png", "red_mask.png", "wrong_size.png"]
@@ -313,8 +364,15 @@ def test_bad_files_are_skipped_and_summarised(model, tmp_path):
   assert sorted(os.listdir(tmp_path / "out")) == ["good.png"]  # nothing half-written or temporary left
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   env.pop("JAXINPAINT_TRACEBACK", None)
-  cmd = [sys.executable, "-m", "jaxinpaint.inpaint", f"--workdir={model.workdir}", f"--image_dir={tmp_path}/photos",
-         f"--mask_dir={tmp_path}/masks", f"--output_dir={tmp_path}/cli"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jaxinpaint.inpaint",
+    f"--workdir={model.workdir}",
+    f"--image_dir={tmp_path}/photos",
+    f"--mask_dir={tmp_path}/masks",
+    f"--output_dir={tmp_path}/cli",
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert "inpainted 1 of 5 images, wrote 1 files" in proc.stdout

@@ -41,8 +41,10 @@ def reference_generator_params(n_blocks: int, ngf: int = 64, ratio: float = 0.75
 def test_parameter_counts_match_the_reference_configs():
   assert reference_generator_params(9) == 27_048_835  # LaMa-Fourier, "about 27M"
   assert reference_generator_params(18) == 50_975_875  # Big-LaMa, "about 51M"
-  image, valid = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32), jax.ShapeDtypeStruct((1, 256, 256, 1),
-                                                                                             jnp.float32)
+  image, valid = (
+    jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32),
+    jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32),
+  )
   for name, blocks in (("lama", 9), ("big", 18)):
     config = load_config("lama", name if name == "big" else None)
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
@@ -145,8 +147,10 @@ def test_lama_training_masks_mix_strokes_and_boxes_half_and_half():
       assert hole.sum() >= 30 * 30
     kinds.append(box)
   assert 0.4 < np.mean(kinds) < 0.6
-  np.testing.assert_array_equal(masks.MASK_GENERATORS["lama"](np.random.default_rng(7), 64, 64),
-                                masks.MASK_GENERATORS["lama"](np.random.default_rng(7), 64, 64))
+  np.testing.assert_array_equal(
+    masks.MASK_GENERATORS["lama"](np.random.default_rng(7), 64, 64),
+    masks.MASK_GENERATORS["lama"](np.random.default_rng(7), 64, 64),
+  )
 
 
 # ------------------------------------------------------------------------------------------------ the task
@@ -279,8 +283,13 @@ def test_vgg_weights_stand_in_for_resnet_pl_with_its_weight(tmp_path):
   def both(p):
     g_plain, d_plain, _, _ = plain.losses(p, variables, batch)
     g_vgg, d_vgg, _, terms = with_vgg.losses(p, variables, batch)
-    out = plain.generator.apply({"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
-                                batch["image"], batch["valid"], train=True, mutable=["batch_stats"])[0]
+    out = plain.generator.apply(
+      {"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
+      batch["image"],
+      batch["valid"],
+      train=True,
+      mutable=["batch_stats"],
+    )[0]
     feats = [with_vgg.vgg_fn(x) for x in (out, batch["image"])]
     return g_plain, d_plain, g_vgg, d_vgg, terms["perceptual"], losses.feature_mse_sum(*feats)
 

@@ -60,8 +60,7 @@ def test_l1_terms_and_mse_match_numpy(valid_channels):
   m = np.broadcast_to(valid, output.shape)
   # Eq. 1: normalised by N_gt = every element, not by the number of valid / hole pixels.
   np.testing.assert_allclose(losses.valid_l1(output, target, valid), np.abs(m * diff).sum() / diff.size, rtol=1e-5)
-  np.testing.assert_allclose(losses.hole_l1(output, target, valid), np.abs((1 - m) * diff).sum() / diff.size,
-                             rtol=1e-5)
+  np.testing.assert_allclose(losses.hole_l1(output, target, valid), np.abs((1 - m) * diff).sum() / diff.size, rtol=1e-5)
   np.testing.assert_allclose(losses.mse_loss(output, target), (diff**2).mean(), rtol=1e-5)
 
 
@@ -72,7 +71,7 @@ def _tv_numpy(composite, valid):
   p = np.zeros_like(hole)
   for i in range(h):
     for j in range(w):
-      p[:, i, j] = hole[:, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].max(axis=(1, 2))
+      p[:, i, j] = hole[:, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].max(axis=(1, 2))
   total = 0.0
   for i in range(h):
     for j in range(w):
@@ -180,7 +179,7 @@ def _conv_same_numpy(x, kernel, bias):
   out = np.zeros(x.shape[:3] + (kernel.shape[-1],))
   for dy in range(3):
     for dx in range(3):
-      out += xp[:, dy:dy + h, dx:dx + w] @ kernel[dy, dx].astype(np.float64)
+      out += xp[:, dy : dy + h, dx : dx + w] @ kernel[dy, dx].astype(np.float64)
   return out + bias
 
 
@@ -317,11 +316,20 @@ def test_converter_torch_state_dict_orientation(tmp_path, monkeypatch):
   x = rng.normal(size=(3, 6, 7))
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
   w, b = state["features.0.weight"], state["features.0.bias"]
-  ref = b[:, None, None] + sum(np.einsum("oi,iyx->oyx", w[:, :, ky, kx], xp[:, ky:ky + 6, kx:kx + 7])
-                               for ky in range(3) for kx in range(3))
-  got = jax.lax.conv_general_dilated(x.transpose(1, 2, 0)[None].astype(np.float32), params["conv1_1"]["kernel"],
-                                     (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=jax.lax.Precision.HIGHEST) + params["conv1_1"]["bias"]
+  ref = b[:, None, None] + sum(
+    np.einsum("oi,iyx->oyx", w[:, :, ky, kx], xp[:, ky : ky + 6, kx : kx + 7]) for ky in range(3) for kx in range(3)
+  )
+  got = (
+    jax.lax.conv_general_dilated(
+      x.transpose(1, 2, 0)[None].astype(np.float32),
+      params["conv1_1"]["kernel"],
+      (1, 1),
+      "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=jax.lax.Precision.HIGHEST,
+    )
+    + params["conv1_1"]["bias"]
+  )
   np.testing.assert_allclose(np.asarray(got[0]).transpose(2, 0, 1), ref, rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="features.14.weight"):
     convert_vgg16.convert_torch_state_dict({k: v for k, v in state.items() if k != "features.14.weight"})

@@ -1,7 +1,6 @@
 """The one mask reader: white = hole at every bit depth and layout, anti-aliased edges cut at the threshold, colour
 refused in one line naming the file, black_hole the exact inverse, and the training mask folder reading the same."""
 
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,9 +25,16 @@ def test_every_dtype_and_layout_reads_the_same_hole():
   u8 = np.round(level * 255).astype(np.uint8)
   u16 = np.round(level * 65535).astype(np.uint16)
   forms = {
-      "float": level, "float32": level.astype(np.float32), "bool": expected, "uint8": u8, "uint16": u16,
-      "grey1": u8[..., None], "LA": np.stack([u8, np.full_like(u8, 255)], -1), "RGB": np.stack([u8] * 3, -1),
-      "RGBA": np.stack([u8] * 3 + [np.full_like(u8, 255)], -1), "RGB16": np.stack([u16] * 3, -1),
+    "float": level,
+    "float32": level.astype(np.float32),
+    "bool": expected,
+    "uint8": u8,
+    "uint16": u16,
+    "grey1": u8[..., None],
+    "LA": np.stack([u8, np.full_like(u8, 255)], -1),
+    "RGB": np.stack([u8] * 3, -1),
+    "RGBA": np.stack([u8] * 3 + [np.full_like(u8, 255)], -1),
+    "RGB16": np.stack([u16] * 3, -1),
   }
   for name, form in forms.items():
     np.testing.assert_array_equal(read_hole(form), expected, err_msg=name)
@@ -49,8 +55,7 @@ def test_files_at_8_and_16_bits_read_like_the_array(tmp_path):
     write_png16(tmp_path / name, np.stack(channels, -1) if c > 1 else u16)
   with Image.open(tmp_path / "grey16.png") as image:
     assert image.mode == "I;16"  # the case PIL's convert('L') clips to all white
-  for name in ("grey.png", "rgb.png", "palette.png", "binary.png", "grey16.png", "la16.png", "rgb16.png",
-               "rgba16.png"):
+  for name in ("grey.png", "rgb.png", "palette.png", "binary.png", "grey16.png", "la16.png", "rgb16.png", "rgba16.png"):
     np.testing.assert_array_equal(read_hole(tmp_path / name), expected, err_msg=name)
     np.testing.assert_array_equal(read_hole(str(tmp_path / name), polarity="black_hole"), ~expected, err_msg=name)
   jpeg = read_hole(tmp_path / "grey_as_rgb.jpg")
@@ -73,8 +78,11 @@ def test_coloured_and_malformed_masks_raise_one_line_naming_the_file(tmp_path):
   red = np.zeros((16, 16, 3), np.uint8)
   red[4:12, 4:12, 0] = 255
   Image.fromarray(red).save(tmp_path / "red.png")
-  with pytest.raises(MaskFileError, match=r"mask '.*red.png' has colour .*RGB \(255, 0, 0\).*grey or binary.*"
-                                          r"white = hole") as caught:
+  with pytest.raises(
+    MaskFileError,
+    match=r"mask '.*red.png' has colour .*RGB \(255, 0, 0\).*grey or binary.*"
+    r"white = hole",
+  ) as caught:
     read_hole(tmp_path / "red.png")
   assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
   with pytest.raises(MaskFileError, match="mask array has colour"):
@@ -87,9 +95,12 @@ def test_coloured_and_malformed_masks_raise_one_line_naming_the_file(tmp_path):
   (tmp_path / "broken.png").write_bytes(b"not a png")
   with pytest.raises(MaskFileError, match="cannot read mask '.*broken.png'"):
     read_hole(tmp_path / "broken.png")
-  for bad, pattern in ((np.full((4, 4), 2.0), r"float values must be finite and in \[0, 1\]"),
-                       (np.full((4, 4), np.nan), "finite"), (np.full((4, 4), 300), "outside 0..255"),
-                       (np.zeros((2, 4, 4, 1)), "is not .H, W.")):
+  for bad, pattern in (
+    (np.full((4, 4), 2.0), r"float values must be finite and in \[0, 1\]"),
+    (np.full((4, 4), np.nan), "finite"),
+    (np.full((4, 4), 300), "outside 0..255"),
+    (np.zeros((2, 4, 4, 1)), "is not .H, W."),
+  ):
     with pytest.raises(MaskFileError, match=pattern):
       read_hole(bad)
 

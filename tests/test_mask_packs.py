@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def lama_pack(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("packs") / "lama")
-  manifest, = mask_packs.make_pack("lama_thick", 32, 6, 3, out)
+  (manifest,) = mask_packs.make_pack("lama_thick", 32, 6, 3, out)
   return out, manifest
 
 
@@ -40,12 +40,12 @@ def test_pack_round_trips_bit_exactly_and_is_reproducible(lama_pack, tmp_path):
   assert on_disk == manifest and manifest["count"] == 6 and manifest["size"] == [32, 32] and manifest["seed"] == 3
   assert manifest["generator"]["kind"] == "lama_thick" and manifest["generator"]["settings"]["max_width"] == 100
   assert [f["hole_ratio"] for f in manifest["files"]] == pytest.approx([d.mean() for d in drawn], abs=1e-6)
-  again, = mask_packs.make_pack("lama_thick", 32, 6, 3, str(tmp_path / "again"))
-  other, = mask_packs.make_pack("lama_thick", 32, 6, 4, str(tmp_path / "other"))
+  (again,) = mask_packs.make_pack("lama_thick", 32, 6, 3, str(tmp_path / "again"))
+  (other,) = mask_packs.make_pack("lama_thick", 32, 6, 4, str(tmp_path / "other"))
   assert again["pack_id"] == manifest["pack_id"] and other["pack_id"] != manifest["pack_id"]
   assert len(manifest["pack_id"]) == mask_packs.ID_DIGITS
   # importing a pack's own folder gives back the same masks, hence the same id
-  imported, = mask_packs.import_folder(out, str(tmp_path / "imported"))
+  (imported,) = mask_packs.import_folder(out, str(tmp_path / "imported"))
   assert imported["pack_id"] == manifest["pack_id"]
 
 
@@ -71,8 +71,9 @@ def test_tampered_packs_are_refused_naming_the_first_bad_file(lama_pack, tmp_pat
   hole = np.asarray(Image.open(os.path.join(out, "000004.png"))).copy()
   hole[0, 0] = 255 - hole[0, 0]
   Image.fromarray(hole).save(os.path.join(out, "000004.png"))
-  Image.fromarray(np.asarray(Image.open(os.path.join(out, "000005.png")))).save(os.path.join(out, "000005.png"),
-                                                                                   compress_level=0)
+  Image.fromarray(np.asarray(Image.open(os.path.join(out, "000005.png")))).save(
+    os.path.join(out, "000005.png"), compress_level=0
+  )
   with pytest.raises(mask_packs.MaskPackError, match=r"copy: 000004.png does not match its manifest \(sha256"):
     mask_packs.verify_pack(out)
   os.remove(os.path.join(out, "000001.png"))
@@ -104,8 +105,8 @@ def test_black_hole_folder_imports_as_its_white_hole_twin(tmp_path):
   holes = mask_packs.generate_holes("random_boxes", 40, 5, 0)
   _write_masks(tmp_path / "white", holes)
   _write_masks(tmp_path / "black", holes, black_hole=True, rgb=True)
-  white, = mask_packs.import_folder(str(tmp_path / "white"), str(tmp_path / "pw"))
-  black, = mask_packs.import_folder(str(tmp_path / "black"), str(tmp_path / "pb"), polarity="black_hole")
+  (white,) = mask_packs.import_folder(str(tmp_path / "white"), str(tmp_path / "pw"))
+  (black,) = mask_packs.import_folder(str(tmp_path / "black"), str(tmp_path / "pb"), polarity="black_hole")
   assert white["pack_id"] == black["pack_id"]
   assert [f["source"] for f in black["files"]] == [f"mask_{i:03d}.png" for i in range(5)]
   np.testing.assert_array_equal(mask_packs.verify_pack(str(tmp_path / "pb")).holes, np.stack(holes))
@@ -118,7 +119,7 @@ def test_black_hole_folder_imports_as_its_white_hole_twin(tmp_path):
 def test_import_resizes_buckets_and_refuses_bad_folders(tmp_path):
   holes = [mask_packs.resize_nearest(h, 64) for h in mask_packs.generate_holes("free_form", 32, 12, 1)]
   _write_masks(tmp_path / "big", holes)
-  manifest, = mask_packs.import_folder(str(tmp_path / "big"), str(tmp_path / "small"), resize=32)
+  (manifest,) = mask_packs.import_folder(str(tmp_path / "big"), str(tmp_path / "small"), resize=32)
   assert manifest["size"] == [32, 32] and manifest["generator"]["resample"] == "nearest"
   buckets = mask_packs.import_folder(str(tmp_path / "big"), str(tmp_path / "buckets"), bucket=True)
   assert sum(m["count"] for m in buckets) + buckets[0]["left_out_above_60"] == 12
@@ -152,18 +153,25 @@ def test_cli_writes_verifies_and_fails_in_one_line(tmp_path, capsys):
   masks_cli.main(["verify", str(tmp_path / "p")])
   assert "matches its manifest" in capsys.readouterr().out
   for args, message in [
-      (["pack", "--kind=free_frm", f"--out={tmp_path / 'q'}"], "error: unknown mask kind 'free_frm'"),
-      (["pack", f"--out={tmp_path / 'q'}"], "error: pack needs exactly one of --kind=KIND"),
-      (["pack", "--kind=centre", "--n=0", f"--out={tmp_path / 'q'}"], "error: --size and --n must be positive"),
-      (["pack", "--kind=hole_20-10", f"--out={tmp_path / 'q'}"], "error: mask kind 'hole_20-10': need 0 <= low"),
-      (["verify", str(tmp_path / "nowhere")], "error: mask pack ")]:
+    (["pack", "--kind=free_frm", f"--out={tmp_path / 'q'}"], "error: unknown mask kind 'free_frm'"),
+    (["pack", f"--out={tmp_path / 'q'}"], "error: pack needs exactly one of --kind=KIND"),
+    (["pack", "--kind=centre", "--n=0", f"--out={tmp_path / 'q'}"], "error: --size and --n must be positive"),
+    (["pack", "--kind=hole_20-10", f"--out={tmp_path / 'q'}"], "error: mask kind 'hole_20-10': need 0 <= low"),
+    (["verify", str(tmp_path / "nowhere")], "error: mask pack "),
+  ]:
     with pytest.raises(SystemExit) as exit_info:
       masks_cli.main(args)
     assert str(exit_info.value.code).startswith(message) and "\n" not in str(exit_info.value.code)
   assert not os.path.exists(tmp_path / "q")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-m", "jaxinpaint.masks", "pack", "--kind=centre", "--size=8", "--n=2",
-                         f"--out={tmp_path / 'r'}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "jaxinpaint.masks", "pack", "--kind=centre", "--size=8", "--n=2", f"--out={tmp_path / 'r'}"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0 and proc.stdout.startswith("wrote pack "), proc.stderr[-2000:]
 
 
@@ -179,8 +187,11 @@ def test_progress_bar_draws_only_on_a_terminal_of_process_zero():
     b.update(4)
     b.set_postfix(loss=0.5)
   assert "eval" in terminal.getvalue() and "4/10" in terminal.getvalue() and "batch" in terminal.getvalue()
-  for kwargs in (dict(stream=log, process_index=0), dict(stream=_Terminal(), process_index=1),
-                 dict(stream=_Terminal(), process_index=0, enabled=False)):
+  for kwargs in (
+    dict(stream=log, process_index=0),
+    dict(stream=_Terminal(), process_index=1),
+    dict(stream=_Terminal(), process_index=0, enabled=False),
+  ):
     b = progress.bar(10, **kwargs)
     assert isinstance(b, progress.NoBar) and not b.enabled
     b.update(3), b.set_description("x"), b.set_postfix(loss=1.0), b.close()
@@ -239,9 +250,9 @@ def test_latent_completion_feeds_its_bar_on_a_terminal(monkeypatch):
   from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 
   gen, disc = DCGANGenerator(latent_dim=4, features=(8, 8)), DCGANDiscriminator(features=(8,), image_size=16)
-  variables = jax.jit(lambda z, x: {"generator": gen.init(jax.random.key(0), z),
-                                    "discriminator": disc.init(jax.random.key(1), x)})(
-      jnp.zeros((1, 4)), jnp.zeros((1, 16, 16, 3)))
+  variables = jax.jit(
+    lambda z, x: {"generator": gen.init(jax.random.key(0), z), "discriminator": disc.init(jax.random.key(1), x)}
+  )(jnp.zeros((1, 4)), jnp.zeros((1, 16, 16, 3)))
   image = np.asarray(jax.jit(gen.apply)(variables["generator"], jax.random.uniform(jax.random.key(2), (3, 4))))
   valid = np.stack([masks.centre_box(16, 16)] * 3)[..., None]
   z0 = completion.initial_latents(0, 3, 4)

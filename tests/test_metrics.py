@@ -12,7 +12,8 @@ from jaxinpaint import metrics
 H, W = 72, 88  # non-square, not a power of two
 # Jitted once: eager dispatch compiles every small op separately, which is slower on this CPU.
 l1, l2, psnr, tv, ssim, inpainting_metrics = (
-    jax.jit(f) for f in (metrics.l1, metrics.l2, metrics.psnr, metrics.tv, metrics.ssim, metrics.inpainting_metrics))
+  jax.jit(f) for f in (metrics.l1, metrics.l2, metrics.psnr, metrics.tv, metrics.ssim, metrics.inpainting_metrics)
+)
 
 
 def _photos() -> np.ndarray:
@@ -31,8 +32,9 @@ def _distortions(image: np.ndarray, rng: np.random.Generator) -> list[np.ndarray
 
 
 def _skimage_ssim(a, b):
-  return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                               data_range=1.0, channel_axis=-1)
+  return structural_similarity(
+    a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1
+  )
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +63,17 @@ def test_psnr_and_ssim_match_skimage_on_photographs(photo_pairs):
 def test_ssim_max_val_scales_like_skimage(photo_pairs):
   targets, outputs = photo_pairs[0][:2] * 255.0, photo_pairs[1][:2] * 255.0
   ours = np.asarray(ssim(targets, outputs, max_val=255.0))
-  ref = [structural_similarity(t, o, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                               data_range=255.0, channel_axis=-1) for t, o in zip(targets, outputs)]
+  ref = [
+    structural_similarity(
+      t, o, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255.0, channel_axis=-1
+    )
+    for t, o in zip(targets, outputs)
+  ]
   np.testing.assert_allclose(ours, ref, atol=1e-3)
   ours_psnr = np.asarray(psnr(targets, outputs, max_val=255.0))
-  np.testing.assert_allclose(ours_psnr, [peak_signal_noise_ratio(t, o, data_range=255.0)
-                                         for t, o in zip(targets, outputs)], atol=1e-3)
+  np.testing.assert_allclose(
+    ours_psnr, [peak_signal_noise_ratio(t, o, data_range=255.0) for t, o in zip(targets, outputs)], atol=1e-3
+  )
 
 
 def _random_case(shape=(2, 13, 17, 3), region_channels=1, seed=1):
@@ -131,19 +138,19 @@ def test_inpainting_metrics_follow_seed_004_protocol(photo_pairs):
   got = inpainting_metrics(targets, outputs, valid)
   assert set(got) == {"l1", "l2", "tv", "psnr", "ssim", "psnr_full", "ssim_full"}
   hole3 = np.broadcast_to(hole, targets.shape).astype(bool)
-  diff = (outputs.astype(np.float64) - targets)
+  diff = outputs.astype(np.float64) - targets
   ref_l1 = [100 * np.abs(d[m]).mean() for d, m in zip(diff, hole3)]
   ref_l2 = [100 * (d[m] ** 2).mean() for d, m in zip(diff, hole3)]
   np.testing.assert_allclose(got["l1"], ref_l1, rtol=1e-5)
   np.testing.assert_allclose(got["l2"], ref_l2, rtol=1e-5)
   np.testing.assert_allclose(got["psnr"], 10 * np.log10(100.0 / np.array(ref_l2)), rtol=1e-5)
-  np.testing.assert_allclose(got["tv"], 100 * _tv_numpy(composite[:, 14:50, 16:65], hole[:, 14:50, 16:65]),
-                             rtol=1e-4)
+  np.testing.assert_allclose(got["tv"], 100 * _tv_numpy(composite[:, 14:50, 16:65], hole[:, 14:50, 16:65]), rtol=1e-4)
   ref_ssim = [_skimage_ssim(t, c) for t, c in zip(targets, composite)]
   np.testing.assert_allclose(got["ssim"], ref_ssim, atol=1e-3)
   np.testing.assert_allclose(got["ssim_full"], ref_ssim, atol=1e-3)
-  np.testing.assert_allclose(got["psnr_full"], [peak_signal_noise_ratio(t, c, data_range=1.0)
-                                                for t, c in zip(targets, composite)], atol=1e-3)
+  np.testing.assert_allclose(
+    got["psnr_full"], [peak_signal_noise_ratio(t, c, data_range=1.0) for t, c in zip(targets, composite)], atol=1e-3
+  )
   # SSIM is of the composite, not of the raw output.
   assert np.all(np.abs(np.asarray(got["ssim"]) - np.asarray(ssim(targets, outputs))) > 1e-3)
 

@@ -76,10 +76,21 @@ def test_two_processes_train_like_one(tmp_path):
   workdir = str(tmp_path / "run")
   # No persistent compilation cache in the workers: a cache hit in one process and a compile in the other put
   # them minutes apart under load, past gloo's fixed 30 s rendezvous timeout for the first collective.
-  env = dict(os.environ, PYTHON=sys.executable, LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=ROOT,
-             JAX_ENABLE_COMPILATION_CACHE="false")
-  proc = subprocess.run([os.path.join(ROOT, "launch", "local.sh"), "2", "4", sys.executable, __file__, workdir],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    PYTHON=sys.executable,
+    LOG_DIR=str(tmp_path / "logs"),
+    PYTHONPATH=ROOT,
+    JAX_ENABLE_COMPILATION_CACHE="false",
+  )
+  proc = subprocess.run(
+    [os.path.join(ROOT, "launch", "local.sh"), "2", "4", sys.executable, __file__, workdir],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   logs = "".join(open(p).read()[-3000:] for p in sorted(glob.glob(str(tmp_path / "logs" / "*.log"))))
   assert proc.returncode == 0, proc.stderr[-2000:] + logs
 
@@ -109,7 +120,7 @@ def test_two_processes_train_like_one(tmp_path):
   for key, value in single.items():
     np.testing.assert_allclose(states[0][key], value, rtol=1e-5, atol=1e-5, err_msg=key)
     if key.startswith("params/"):
-      moved += not np.allclose(value, initial[key[len("params/"):]], atol=1e-6)
+      moved += not np.allclose(value, initial[key[len("params/") :]], atol=1e-6)
   assert moved > len(initial) // 2  # training really changed the params being compared
 
   # the checkpoint both processes wrote together restores to exactly those params

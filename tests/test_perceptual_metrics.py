@@ -76,9 +76,14 @@ def test_lpips_follows_its_equation_with_random_weights():
   def relu1_2(image):
     h = (np.asarray(image) - np.array(pm.LPIPS_SHIFT)) / np.array(pm.LPIPS_SCALE)
     for name in ("conv1_1", "conv1_2"):
-      h = jax.lax.conv_general_dilated(h, params[name]["kernel"], (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                       precision=jax.lax.Precision.HIGHEST)
+      h = jax.lax.conv_general_dilated(
+        h,
+        params[name]["kernel"],
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+      )
       h = np.maximum(np.asarray(h) + params[name]["bias"], 0)
     return h / (np.sqrt((h * h).sum(-1, keepdims=True) + 1e-10) + 1e-10)
 
@@ -101,8 +106,13 @@ def test_inception_has_torchvisions_layers_and_sizes():
 def torch_style(flat):
   """Flat npz arrays -> the state dict torch would hold (OIHW kernels, bn weight/running_*), plus the extras a
   real pytorch-fid file has."""
-  names = {"conv/kernel": "conv.weight", "bn/scale": "bn.weight", "bn/bias": "bn.bias", "bn/mean":
-           "bn.running_mean", "bn/var": "bn.running_var"}
+  names = {
+    "conv/kernel": "conv.weight",
+    "bn/scale": "bn.weight",
+    "bn/bias": "bn.bias",
+    "bn/mean": "bn.running_mean",
+    "bn/var": "bn.running_var",
+  }
   out = {}
   for key, value in flat.items():
     module, leaf = key.split("/", 1)[1].rsplit("/", 2)[0], "/".join(key.rsplit("/", 2)[1:])
@@ -115,8 +125,10 @@ def torch_style(flat):
 
 def test_converters_map_torch_state_dicts(tmp_path):
   rng = np.random.default_rng(3)
-  flat = {k: rng.standard_normal(v.shape).astype(np.float32)
-          for k, v in traverse_util.flatten_dict(pm.abstract_variables("inception"), sep="/").items()}
+  flat = {
+    k: rng.standard_normal(v.shape).astype(np.float32)
+    for k, v in traverse_util.flatten_dict(pm.abstract_variables("inception"), sep="/").items()
+  }
   converted = pm.inception_from_torch(torch_style(flat))
   assert converted.keys() == flat.keys()
   for key in flat:
@@ -132,19 +144,23 @@ def test_converters_map_torch_state_dicts(tmp_path):
     shape = traverse_util.flatten_dict(pm.abstract_variables("lpips"), sep="/")[f"params/{name}/kernel"].shape
     vgg[f"features.{index}.weight"] = rng.standard_normal((shape[3], shape[2], 3, 3)).astype(np.float32)
     vgg[f"features.{index}.bias"] = rng.standard_normal(shape[3]).astype(np.float32)
-  lins = {f"lin{i}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1))).astype(np.float32)
-          for i, c in enumerate((64, 128, 256, 512, 512))}
+  lins = {
+    f"lin{i}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1))).astype(np.float32)
+    for i, c in enumerate((64, 128, 256, 512, 512))
+  }
   arrays = pm.lpips_from_torch(vgg, lins)
   np.savez(tmp_path / "lpips.npz", **arrays)
   variables = pm.load_variables("lpips", tmp_path / "lpips.npz")
   x = rng.standard_normal((1, 6, 7, 3)).astype(np.float32)
   import flax.linen as nn
+
   y = nn.Conv(64, (3, 3), padding=((1, 1), (1, 1))).apply({"params": variables["params"]["conv1_1"]}, x)
   w, b = vgg["features.0.weight"], vgg["features.0.bias"]
   expected = b + np.einsum("oikl,kli->o", w, x[0, 2:5, 3:6, :])  # out[o] at pixel (3, 4), torch semantics
   np.testing.assert_allclose(np.asarray(y)[0, 3, 4], expected, rtol=1e-4, atol=1e-4)
-  np.testing.assert_array_equal(variables["params"]["lin2"]["kernel"][0, 0, :, 0],
-                                lins["lin2.model.1.weight"][0, :, 0, 0])
+  np.testing.assert_array_equal(
+    variables["params"]["lin2"]["kernel"][0, 0, :, 0], lins["lin2.model.1.weight"][0, :, 0, 0]
+  )
   with pytest.raises(ValueError, match="missing 'lin4.model.1.weight'"):
     pm.lpips_from_torch(vgg, {k: v for k, v in lins.items() if "lin4" not in k})
 
@@ -153,8 +169,11 @@ def test_weights_files_fail_in_one_line(tmp_path):
   with pytest.raises(FileNotFoundError, match="make it with scripts/convert_lpips.py"):
     pm.load_variables("lpips", tmp_path / "none.npz")
   np.savez(tmp_path / "bad.npz", **{"params/conv1_1/kernel": np.zeros((3, 3, 3, 8))})
-  with pytest.raises(ValueError, match=r"does not fit the network \(31 problems\): .*conv1_1/kernel has shape "
-                     r"\(3, 3, 3, 8\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"does not fit the network \(31 problems\): .*conv1_1/kernel has shape "
+    r"\(3, 3, 3, 8\)",
+  ):
     pm.load_variables("lpips", tmp_path / "bad.npz")
   with pytest.raises(FileNotFoundError, match="inception weights file"):
     pm.Perceptual(inception=str(tmp_path / "missing.npz"))
@@ -169,12 +188,16 @@ def test_harness_adds_lpips_and_fid_columns_with_random_weights(tmp_path):
   mesh = sharding.make_mesh(jax.devices()[:1])  # one device: compiling Inception for 8 is what costs here
   source = sources.make_source(config.data, "eval")
   truth = [b["image"] for b in eval_set.batches("centre", source)]
-  perceptual = pm.Perceptual(inception=pm.random_variables("inception", 1), lpips=pm.random_variables("lpips", 1),
-                             fid_size=75)  # 75 px: the smallest input Inception takes; 299 for real numbers
-  methods = {"oracle": evaluate.Method(lambda image, valid: truth[0], on_host=True),
-             **evaluate.baseline_methods(["mean_fill"])}
-  results = evaluate.evaluate_methods(methods, eval_set, mesh=mesh, source=source, perceptual=perceptual,
-                                      progress=False)
+  perceptual = pm.Perceptual(
+    inception=pm.random_variables("inception", 1), lpips=pm.random_variables("lpips", 1), fid_size=75
+  )  # 75 px: the smallest input Inception takes; 299 for real numbers
+  methods = {
+    "oracle": evaluate.Method(lambda image, valid: truth[0], on_host=True),
+    **evaluate.baseline_methods(["mean_fill"]),
+  }
+  results = evaluate.evaluate_methods(
+    methods, eval_set, mesh=mesh, source=source, perceptual=perceptual, progress=False
+  )
   assert results.value("oracle", "centre", "lpips") == pytest.approx(0.0, abs=1e-6)
   assert results.value("oracle", "centre", "fid") < 1e-4 * results.value("Mean colour fill", "centre", "fid")
   assert results.value("Mean colour fill", "centre", "lpips") > 0

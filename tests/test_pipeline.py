@@ -1,4 +1,5 @@
 """The grain pipeline: batch contents, determinism, resume, workers, process sharding, the fixed eval set."""
+
 import os
 
 import numpy as np
@@ -16,8 +17,20 @@ def _config(path="", **data):
   config = ConfigDict()
   config.seed = 0
   config.batch_size = 4
-  config.data = ConfigDict(dict(source="folder", name="", path=path, train_split="train", eval_split="validation",
-                                image_size=SIZE, resize=None, random_flip=True, num_workers=0, eval_examples=8))
+  config.data = ConfigDict(
+    dict(
+      source="folder",
+      name="",
+      path=path,
+      train_split="train",
+      eval_split="validation",
+      image_size=SIZE,
+      resize=None,
+      random_flip=True,
+      num_workers=0,
+      eval_examples=8,
+    )
+  )
   config.data.update(data)
   config.masks = ConfigDict(dict(kind="random_box", eval_kind="centre", folder=""))
   return config
@@ -50,8 +63,11 @@ def _ids(batch):
 
 
 def _windows(image, size):
-  return [image[t:t + size, l:l + size] for t in range(image.shape[0] - size + 1)
-          for l in range(image.shape[1] - size + 1)]
+  return [
+    image[t : t + size, l : l + size]
+    for t in range(image.shape[0] - size + 1)
+    for l in range(image.shape[1] - size + 1)
+  ]
 
 
 def _window_kind(example, images):
@@ -113,8 +129,11 @@ def test_resize_config_crops_from_resized_image(tmp_path):
   small = np.random.default_rng(2).integers(0, 256, (6, 5, 3), dtype=np.uint8)
   Image.fromarray(small).save(tmp_path / "small.png")
   path = str(tmp_path)
-  batch = next(pipeline.make_train_iterator(_config(path, resize=(20, 18)),
-                                            source=sources.FolderSource(path, "train", eval_fraction=0.0)))
+  batch = next(
+    pipeline.make_train_iterator(
+      _config(path, resize=(20, 18)), source=sources.FolderSource(path, "train", eval_fraction=0.0)
+    )
+  )
   resized = np.asarray(Image.fromarray(small).resize((18, 20), Image.BICUBIC))
   assert None not in [_window_kind(example, [resized]) for example in batch["image"]]
 
@@ -210,8 +229,9 @@ def test_eval_set_seeded_per_example_and_independent_of_seed_and_processes(tmp_p
   batches = pipeline.make_eval_batches(config, source=source)
   assert len(batches) == 2
   valid = np.concatenate([b["valid"] for b in batches])
-  expected = [masks.make_mask_fn("free_form")(np.random.default_rng([pipeline.EVAL_SEED, 1, i]), SIZE, SIZE)
-              for i in range(8)]
+  expected = [
+    masks.make_mask_fn("free_form")(np.random.default_rng([pipeline.EVAL_SEED, 1, i]), SIZE, SIZE) for i in range(8)
+  ]
   np.testing.assert_array_equal(valid[..., 0], np.stack(expected))
   assert len({v.tobytes() for v in valid}) == 8  # Different masks per example.
   # Example i is an unmirrored crop of image i % 3; repeats of an image get different crops.
@@ -256,7 +276,7 @@ def test_demo_config_and_iterate_images():
   assert len(crops) == len(source) and all(c.shape == (32, 32, 3) and c.dtype == np.uint8 for c in crops)
   image = source[0]
   top, left = (image.shape[0] - 32) // 2, (image.shape[1] - 32) // 2
-  np.testing.assert_array_equal(crops[0], image[top:top + 32, left:left + 32])
+  np.testing.assert_array_equal(crops[0], image[top : top + 32, left : left + 32])
 
 
 def test_fit_image_shorter_side_keeps_aspect():
@@ -286,8 +306,7 @@ def test_random_scaled_crop_cuts_a_window_at_the_drawn_scale():
   # Shorter side 40 -> 40: no resize, so the crop is an exact 16 x 16 window.
   crops = [pipeline.random_scaled_crop(image, 16, (40, 40), rng) for _ in range(5)]
   assert all(c.shape == (16, 16, 3) and c.dtype == np.uint8 for c in crops)
-  assert all(_window_kind(pipeline.to_example(c, np.ones((16, 16, 1)))["image"], [image]) == "plain"
-             for c in crops)
+  assert all(_window_kind(pipeline.to_example(c, np.ones((16, 16, 1)))["image"], [image]) == "plain" for c in crops)
   # Shorter side 40 -> 80: an 8 x 8 window, upsampled to 16 x 16.
   crop = pipeline.random_scaled_crop(image, 16, (80, 80), rng)
   assert any(np.array_equal(crop, pipeline.resize_image(w, 16, 16)) for w in _windows(image, 8))
@@ -309,16 +328,20 @@ def test_color_jitter_is_identity_at_zero_and_seeded():
   draws = np.random.default_rng(2)
   brightness = draws.uniform(0.7, 1.3, 3)[0]
   gains = draws.uniform(0.85, 1.15, 3)
-  np.testing.assert_allclose(pipeline.color_jitter(grey, 0.3, np.random.default_rng(2))[0, 0],
-                             100 * brightness * gains, atol=0.5 + 1e-3)
+  np.testing.assert_allclose(
+    pipeline.color_jitter(grey, 0.3, np.random.default_rng(2))[0, 0], 100 * brightness * gains, atol=0.5 + 1e-3
+  )
 
 
 def test_rot90_gives_every_rotation_of_a_window(tmp_path):
   path, images = _noise_folder(tmp_path, 3)
   config = _config(path, rot90=True)
   source = sources.FolderSource(path, "train", eval_fraction=0.0)
-  kinds = [_dihedral_kind(example, images) for batch in _take(pipeline.make_train_iterator(config, source=source), 4)
-           for example in batch["image"]]
+  kinds = [
+    _dihedral_kind(example, images)
+    for batch in _take(pipeline.make_train_iterator(config, source=source), 4)
+    for example in batch["image"]
+  ]
   assert None not in kinds
   assert {k for k, _ in kinds} == {0, 1, 2, 3}
 

@@ -19,8 +19,8 @@ def _reference(image, valid):
     xs, ms = np.zeros((h, w, x.shape[2])), np.zeros((h, w))
     for i in range(h):
       for j in range(w):
-        block_m = m[2 * i:2 * i + 2, 2 * j:2 * j + 2]
-        block_x = x[2 * i:2 * i + 2, 2 * j:2 * j + 2]
+        block_m = m[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
+        block_x = x[2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
         total = block_m.sum()
         xs[i, j] = (block_x * block_m[..., None]).sum((0, 1)) / total if total > 0 else 0.0
         ms[i, j] = min(total, 1.0)
@@ -32,7 +32,7 @@ def _reference(image, valid):
     coarse = np.zeros_like(up)
     for i in range(h):
       for j in range(w):
-        coarse[i, j] = up[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].mean((0, 1))
+        coarse[i, j] = up[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].mean((0, 1))
     fill = m[..., None] * x + (1 - m[..., None]) * coarse
   return fill
 
@@ -62,12 +62,15 @@ def test_unet_residual_fill_starts_at_the_fill_and_adds_the_plain_output():
   # The output conv starts at zero: the untrained model returns the fill itself.
   np.testing.assert_allclose(residual.apply(variables, image, valid), fill, atol=1e-6)
   kernel = variables["params"]["dec1"]["kernel"]
-  params = {**variables["params"], "dec1": {**variables["params"]["dec1"],
-                                            "kernel": jax.random.normal(jax.random.key(3), kernel.shape) * 0.1}}
+  params = {
+    **variables["params"],
+    "dec1": {**variables["params"]["dec1"], "kernel": jax.random.normal(jax.random.key(3), kernel.shape) * 0.1},
+  }
   moved = {**variables, "params": params}
   plain = residual.clone(residual_fill=False)
   np.testing.assert_allclose(residual.apply(moved, image, valid), plain.apply(moved, image, valid) + fill, atol=1e-5)
   grads = jax.grad(lambda p: jnp.mean((residual.apply({**variables, "params": p}, image, valid) - image) ** 2))(
-      variables["params"])
+    variables["params"]
+  )
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   assert np.abs(np.asarray(grads["dec1"]["kernel"])).sum() > 0  # the zero output conv still learns

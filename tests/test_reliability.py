@@ -26,8 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-             PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   env.pop("JAXINPAINT_TRACEBACK", None)
   return env
 
@@ -40,8 +39,11 @@ def _short_config(steps=6, every=2):
 
 
 def _saved_steps(workdir):
-  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
-                if os.path.basename(p).isdigit())
+  return sorted(
+    int(os.path.basename(p))
+    for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
+    if os.path.basename(p).isdigit()
+  )
 
 
 def _restore(config, workdir, step=None):
@@ -79,17 +81,34 @@ def test_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_o
   holder = subprocess.Popen([sys.executable, "-c", HOLDER, workdir], env=_env(), stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(workdir_lock.WorkdirBusyError,
-                       match=rf"in use by another run: pid {holder.pid} on host {socket.gethostname()} \(since "):
+    with pytest.raises(
+      workdir_lock.WorkdirBusyError,
+      match=rf"in use by another run: pid {holder.pid} on host {socket.gethostname()} \(since ",
+    ):
       train.train_and_evaluate(_short_config(), workdir)
     assert sorted(os.listdir(workdir)) == [".lock"]  # nothing written by the refused run
     # other modes write into the workdir too (eval results): refused by the CLI in one last line
-    proc = subprocess.run([sys.executable, "-m", "jaxinpaint.main", "--mode=eval", "--config=configs/wconv.py:tiny",
-                           f"--workdir={workdir}"], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "jaxinpaint.main",
+        "--mode=eval",
+        "--config=configs/wconv.py:tiny",
+        f"--workdir={workdir}",
+      ],
+      cwd=ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {workdir} is in use by another run: pid "
-                                                           f"{holder.pid} on host ")
+    assert (
+      proc.stderr.strip()
+      .splitlines()[-1]
+      .startswith(f"error: {workdir} is in use by another run: pid {holder.pid} on host ")
+    )
   finally:
     holder.kill()
     holder.wait()
@@ -123,8 +142,11 @@ def test_restart_with_another_config_is_refused_before_config_json_changes(run, 
   before = open(os.path.join(workdir, runs.CONFIG_FILE)).read()
   pconv = load_config("pconv")  # the same shapes: resuming would silently relabel the weights
   pconv.num_train_steps, pconv.train.keep_checkpoints = 6, 0
-  with pytest.raises(ValueError, match=r"holds checkpoints of another config \(differs in .*model.conv.*\); .*"
-                                       r"--fork_to=NEWDIR"):
+  with pytest.raises(
+    ValueError,
+    match=r"holds checkpoints of another config \(differs in .*model.conv.*\); .*"
+    r"--fork_to=NEWDIR",
+  ):
     train.train_and_evaluate(pconv, workdir)
   deeper = _short_config()
   deeper.model.depth = 4  # other shapes
@@ -211,6 +233,9 @@ class _PoisonedTask:
   def __getattr__(self, name):
     return getattr(self._task, name)
 
+  def for_stage(self, stage):  # the trainer compiles the task of each stage: poison that one too
+    return _PoisonedTask(self._task.for_stage(stage), self._bad_step)
+
   def loss_fn(self, params, model_state, batch, rng, step):
     loss, aux = self._task.loss_fn(params, model_state, batch, rng, step)
     return loss + _poison(jax.tree.leaves(params)[0], step == self._bad_step), aux
@@ -223,8 +248,9 @@ def test_non_finite_update_is_never_saved(tmp_path, monkeypatch, bad_step, lates
   config = _short_config()
   config.train.update(checkpoint_every=1, log_every=6)  # the loss of the poisoned step itself is finite
   note = "the latest checkpoint is step 3" if latest else "no checkpoint of this run was written"
-  with pytest.raises(train.NonFiniteLossError,
-                     match=rf"non-finite values in the train state after step {bad_step + 1} .* {note}"):
+  with pytest.raises(
+    train.NonFiniteLossError, match=rf"non-finite values in the train state after step {bad_step + 1} .* {note}"
+  ):
     train.train_and_evaluate(config, str(tmp_path))
   assert _saved_steps(str(tmp_path)) == list(range(1, bad_step + 1))
   for step in _saved_steps(str(tmp_path)):
@@ -235,7 +261,9 @@ def test_non_finite_update_is_never_saved(tmp_path, monkeypatch, bad_step, lates
 # ------------------------------------------------------------------------------------------ optimiser, loss spikes
 
 
-@pytest.mark.parametrize("key,value,expected", [
+@pytest.mark.parametrize(
+  "key,value,expected",
+  [
     ("learning_rate", -1e-3, "config.optim.learning_rate must be a finite number > 0; got -0.001"),
     ("learning_rate", 0.0, "config.optim.learning_rate must be a finite number > 0; got 0.0"),
     ("learning_rate", float("nan"), "config.optim.learning_rate must be a finite number > 0; got nan"),
@@ -243,7 +271,8 @@ def test_non_finite_update_is_never_saved(tmp_path, monkeypatch, bad_step, lates
     ("b1", 1.0, "config.optim.b1 must be in [0, 1); got 1.0"),
     ("b2", -0.5, "config.optim.b2 must be in [0, 1); got -0.5"),
     ("eps", 0.0, "config.optim.eps must be a finite number > 0; got 0.0"),
-])
+  ],
+)
 def test_bad_optimiser_values_are_one_line(key, value, expected):
   config = load_config()
   config.optim[key] = value
@@ -358,9 +387,18 @@ def _main(args, **kw):
 def test_sigterm_saves_and_exits_143_and_a_second_run_is_refused(tmp_path):
   workdir = tmp_path / "run"
   log = open(tmp_path / "first.log", "w+")
-  first = _main(["--config=configs/plain.py:tiny", f"--workdir={workdir}", "--config.num_train_steps=100000",
-                 "--config.train.eval_every=100000", "--config.train.checkpoint_every=100000",
-                 "--config.train.log_every=1000"], stdout=log, stderr=subprocess.STDOUT)
+  first = _main(
+    [
+      "--config=configs/plain.py:tiny",
+      f"--workdir={workdir}",
+      "--config.num_train_steps=100000",
+      "--config.train.eval_every=100000",
+      "--config.train.checkpoint_every=100000",
+      "--config.train.log_every=1000",
+    ],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   try:
     deadline = time.time() + 300
     while "training unet from step 0" not in open(tmp_path / "first.log").read():
@@ -369,8 +407,11 @@ def test_sigterm_saves_and_exits_143_and_a_second_run_is_refused(tmp_path):
     second = _main(["--config=configs/plain.py:tiny", f"--workdir={workdir}"], stderr=subprocess.PIPE)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 1
-    assert err.strip().splitlines()[-1].startswith(f"error: {workdir} is in use by another run: pid {first.pid} on "
-                                                   f"host {socket.gethostname()} (since ")
+    assert (
+      err.strip()
+      .splitlines()[-1]
+      .startswith(f"error: {workdir} is in use by another run: pid {first.pid} on host {socket.gethostname()} (since ")
+    )
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 143, open(tmp_path / "first.log").read()[-3000:]
   finally:
@@ -393,21 +434,33 @@ main.main(["jaxinpaint.main", *sys.argv[2:]])
 
 def test_full_disk_ends_with_one_error_line_last(tmp_path):
   workdir = tmp_path / "run"
-  proc = subprocess.run([sys.executable, "-c", ENOSPC_MAIN, str(workdir / "checkpoints"),
-                         "--config=configs/plain.py:tiny", f"--workdir={workdir}", "--config.num_train_steps=2",
-                         "--config.train.eval_every=2", "--config.train.checkpoint_every=2"],
-                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      ENOSPC_MAIN,
+      str(workdir / "checkpoints"),
+      "--config=configs/plain.py:tiny",
+      f"--workdir={workdir}",
+      "--config.num_train_steps=2",
+      "--config.train.eval_every=2",
+      "--config.train.checkpoint_every=2",
+    ],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert proc.stderr.strip().splitlines()[-1] == (
-      f"error: [Errno {errno.ENOSPC}] no space left on the device holding {workdir / 'checkpoints'}; the checkpoint "
-      "was not written. Free space and start the same command again (no checkpoint of this run exists yet)")
+    f"error: [Errno {errno.ENOSPC}] no space left on the device holding {workdir / 'checkpoints'}; the checkpoint "
+    "was not written. Free space and start the same command again (no checkpoint of this run exists yet)"
+  )
   assert proc.stdout.strip() == "" and "Traceback" not in proc.stderr
 
 
-SBATCH_STUBS = {
-    "srun": "#!/bin/bash\n{body}\n",
-    "scontrol": "#!/bin/bash\necho \"$@\" >> \"$STUB_LOG\"\n",
-}
+SBATCH_STUBS = {"srun": "#!/bin/bash\n{body}\n", "scontrol": '#!/bin/bash\necho "$@" >> "$STUB_LOG"\n'}
 
 
 def _sbatch(tmp_path, srun_body, signal_after=None):
@@ -416,10 +469,21 @@ def _sbatch(tmp_path, srun_body, signal_after=None):
   for name, text in SBATCH_STUBS.items():
     (bin_dir / name).write_text(text.format(body=srun_body))
     (bin_dir / name).chmod(0o755)
-  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", STUB_LOG=str(tmp_path / "scontrol.log"),
-             SLURM_JOB_ID="42", SLURM_JOB_NAME="t", WORKDIR=str(tmp_path / "w"))
-  proc = subprocess.Popen(["bash", os.path.join(ROOT, "launch", "slurm.sbatch")], env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  env = dict(
+    os.environ,
+    PATH=f"{bin_dir}:{os.environ['PATH']}",
+    STUB_LOG=str(tmp_path / "scontrol.log"),
+    SLURM_JOB_ID="42",
+    SLURM_JOB_NAME="t",
+    WORKDIR=str(tmp_path / "w"),
+  )
+  proc = subprocess.Popen(
+    ["bash", os.path.join(ROOT, "launch", "slurm.sbatch")],
+    env=env,
+    text=True,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+  )
   if signal_after is not None:
     time.sleep(signal_after)
     proc.send_signal(signal.SIGUSR1)

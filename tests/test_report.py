@@ -6,11 +6,17 @@ from jaxinpaint import evaluate, report
 def _results():
   def row(method, kind, psnr, ssim, classical=True):
     return {"method": method, "kind": kind, "classical": classical, "n": 32, "psnr": psnr, "ssim": ssim}
-  rows = [row("demo", "free_form", 22.0, 0.93, classical=False), row("demo", "centre", 15.0, 0.80, classical=False),
-          row("demo", "hole_0-10", 30.0, 0.99, classical=False)]
-  for name, (p_ff, s_ff, p_c, s_c) in {"OpenCV Telea": (19.5, 0.917, 16.0, 0.778),
-                                       "Biharmonic (skimage)": (21.0, 0.929, 16.4, 0.788),
-                                       "Mean colour fill": (14.0, 0.95, 30.0, 0.99)}.items():
+
+  rows = [
+    row("demo", "free_form", 22.0, 0.93, classical=False),
+    row("demo", "centre", 15.0, 0.80, classical=False),
+    row("demo", "hole_0-10", 30.0, 0.99, classical=False),
+  ]
+  for name, (p_ff, s_ff, p_c, s_c) in {
+    "OpenCV Telea": (19.5, 0.917, 16.0, 0.778),
+    "Biharmonic (skimage)": (21.0, 0.929, 16.4, 0.788),
+    "Mean colour fill": (14.0, 0.95, 30.0, 0.99),
+  }.items():
     rows += [row(name, "free_form", p_ff, s_ff), row(name, "centre", p_c, s_c), row(name, "hole_0-10", 40.0, 1.0)]
   return evaluate.Results(rows, {}, {}, [], {})
 
@@ -34,10 +40,13 @@ def test_margin_table_lists_model_peers_and_signed_margin():
 
 def test_margin_table_with_the_fill_shows_what_learning_adds():
   results = _results()
-  results.rows += [{"method": "fill", "kind": k, "classical": False, "n": 32, "psnr": p, "ssim": s}
-                   for k, p, s in (("free_form", 21.5, 0.925), ("centre", 15.2, 0.79))]
+  results.rows += [
+    {"method": "fill", "kind": k, "classical": False, "n": 32, "psnr": p, "ssim": s}
+    for k, p, s in (("free_form", 21.5, 0.925), ("centre", 15.2, 0.79))
+  ]
   lines = report.margin_table(results, "demo", fill="fill").splitlines()
-  assert lines[0].endswith("| demo | fill | OpenCV Telea | Biharmonic (skimage) | margin over best peer | learned "
-                           "(model - fill) |")
+  assert lines[0].endswith(
+    "| demo | fill | OpenCV Telea | Biharmonic (skimage) | margin over best peer | learned (model - fill) |"
+  )
   assert "| Free-form | PSNR hole (dB) | 22.00 | 21.50 | 19.50 | 21.00 | +1.00 | +0.50 |" in lines
   assert report.margins(results, "demo") == report.margins(_results(), "demo")  # the fill is not a peer

@@ -53,7 +53,7 @@ def reference_state_dict(blocks=(3, 4, 6, 3), stem_width=64, base_width=64, seed
     bn(f"bn{i}", cout)
   inplanes = 2 * w
   for s, count in enumerate(blocks, start=1):
-    planes = base_width * 2**(s - 1)
+    planes = base_width * 2 ** (s - 1)
     for i in range(count):
       p = f"layer{s}.{i}"
       conv(f"{p}.conv1", planes, inplanes, 1)
@@ -82,8 +82,11 @@ def np_conv(x, weight, stride=1, dilation=1):
   out = np.zeros((x.shape[0], h, w, weight.shape[0]))
   for i in range(k):
     for j in range(k):
-      patch = x[:, i * dilation:i * dilation + stride * (h - 1) + 1:stride,
-                j * dilation:j * dilation + stride * (w - 1) + 1:stride]
+      patch = x[
+        :,
+        i * dilation : i * dilation + stride * (h - 1) + 1 : stride,
+        j * dilation : j * dilation + stride * (w - 1) + 1 : stride,
+      ]
       out += patch @ weight[:, :, i, j].T.astype(np.float64)
   return out
 
@@ -96,7 +99,7 @@ def np_bn(x, sd, name):
 def np_maxpool3s2(x):
   x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
   h, w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-  return np.max([x[:, i:i + 2 * h - 1:2, j:j + 2 * w - 1:2] for i in range(3) for j in range(3)], axis=0)
+  return np.max([x[:, i : i + 2 * h - 1 : 2, j : j + 2 * w - 1 : 2] for i in range(3) for j in range(3)], axis=0)
 
 
 def np_resnet_dilated(sd, x, blocks):
@@ -144,8 +147,7 @@ def test_full_encoder_matches_the_reference_state_dict_keys_and_shapes():
   sd = reference_state_dict()
   arrays = convert_resnet_pl.convert_state_dict(sd)
   assert len(arrays) == len([k for k in sd if not k.endswith("num_batches_tracked")])
-  shapes = jax.eval_shape(ResNetDilated().init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3),
-                                                                                         jnp.float32))
+  shapes = jax.eval_shape(ResNetDilated().init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
   flat = {"/".join(k.key for k in path): leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   # params/conv1/kernel -> conv1/kernel; batch_stats/bn1/mean -> bn1/mean
   flat = {k.split("/", 1)[1]: v for k, v in flat.items()}
@@ -209,8 +211,12 @@ def test_features_match_a_numpy_forward_at_output_strides_4_8_8_8(small_weights,
   got = [np.asarray(f) for f in jax.jit(fn)(jnp.asarray(x))]
   want = np_resnet_dilated(sd, np_imagenet(x.astype(np.float64)), SMALL["blocks"])
   down4, down8 = -(-size // 4), -(-size // 8)  # torch's padded stride-2 convs / pools round up
-  assert [f.shape for f in got] == [(2, down4, down4, 8), (2, down8, down8, 16), (2, down8, down8, 32),
-                                    (2, down8, down8, 64)]
+  assert [f.shape for f in got] == [
+    (2, down4, down4, 8),
+    (2, down8, down8, 16),
+    (2, down8, down8, 32),
+    (2, down8, down8, 64),
+  ]
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
 
@@ -222,7 +228,7 @@ def test_resnet_pl_loss_is_the_weighted_sum_of_stage_mses(small_weights):
   pred, target = (rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32) for _ in range(2))
   got = 30.0 * float(losses.feature_mse_sum(fn(jnp.asarray(pred)), fn(jnp.asarray(target))))
   fp, ft = (np_resnet_dilated(sd, np_imagenet(x.astype(np.float64)), SMALL["blocks"]) for x in (pred, target))
-  want = sum(30.0 * np.mean((a - b)**2) for a, b in zip(fp, ft))
+  want = sum(30.0 * np.mean((a - b) ** 2) for a, b in zip(fp, ft))
   assert got == pytest.approx(want, rel=1e-4) and want > 0
 
 
@@ -251,8 +257,13 @@ def test_lama_step_adds_thirty_times_resnet_pl_and_tables_name_its_file(small_we
   def both(p):
     g_plain, d_plain, _, _ = plain.losses(p, variables, batch)
     g_rpl, d_rpl, _, terms = with_rpl.losses(p, variables, batch)
-    out = plain.generator.apply({"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
-                                batch["image"], batch["valid"], train=True, mutable=["batch_stats"])[0]
+    out = plain.generator.apply(
+      {"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
+      batch["image"],
+      batch["valid"],
+      train=True,
+      mutable=["batch_stats"],
+    )[0]
     return g_plain, d_plain, g_rpl, d_rpl, terms["perceptual"], out
 
   g_plain, d_plain, g_rpl, d_rpl, term, out = both(params)
@@ -268,4 +279,5 @@ def test_missing_resnet_pl_file_is_said_in_the_label(tmp_path):
   config.loss.resnet_pl_weights = str(tmp_path / "gone.npz")
   assert lama.LamaTask(config).perceptual_fn is None
   assert lama.loss_label(config).endswith(
-      f"(no perceptual term: ResNet-PL weights {tmp_path / 'gone.npz'} not found, no VGG weights)")
+    f"(no perceptual term: ResNet-PL weights {tmp_path / 'gone.npz'} not found, no VGG weights)"
+  )

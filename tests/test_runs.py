@@ -50,7 +50,8 @@ def test_abstract_state_is_the_trainers(ema_run):
   abstract = runs.abstract_state(config, trainer.task, tx)
   assert jax.tree.structure(abstract) == jax.tree.structure(trainer.abstract_state)
   assert [(x.shape, x.dtype) for x in jax.tree.leaves(abstract)] == [
-      (x.shape, x.dtype) for x in jax.tree.leaves(trainer.abstract_state)]
+    (x.shape, x.dtype) for x in jax.tree.leaves(trainer.abstract_state)
+  ]
 
 
 def test_restore_takes_the_ema_params_of_the_newest_step(ema_run):

@@ -47,8 +47,12 @@ def server(tmp_path_factory):
     make_run(workdir, seed=5)
   port = free_port()
   log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
-  proc = subprocess.Popen([sys.executable, "-m", "jaxinpaint.serve", f"--workdir={workdir}", f"--port={port}",
-                           f"--max_pixels={MAX_PIXELS}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "jaxinpaint.serve", f"--workdir={workdir}", f"--port={port}", f"--max_pixels={MAX_PIXELS}"],
+    cwd=ROOT,
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   url = f"http://127.0.0.1:{port}"
   deadline = time.time() + 300
   while True:
@@ -73,8 +77,14 @@ def browser(server):
 
   options = webdriver.ChromeOptions()
   options.binary_location = CHROMIUM
-  for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1400,900", "--force-device-scale-factor=1"):
+  for arg in (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--window-size=1400,900",
+    "--force-device-scale-factor=1",
+  ):
     options.add_argument(arg)
   driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no selenium-manager
   driver.set_script_timeout(120)
@@ -84,6 +94,7 @@ def browser(server):
 
 def photo() -> np.ndarray:
   from skimage import data
+
   return np.asarray(Image.fromarray(data.astronaut()[20:380, 60:480]).resize(PHOTO_SIZE, Image.BICUBIC))
 
 
@@ -126,8 +137,9 @@ def stroke(driver, points, size=None):
   from selenium.webdriver.common.action_chains import ActionChains
 
   if size is not None:  # the range input: set its value and fire 'input' as a drag would
-    driver.execute_script("const s = document.getElementById('size'); s.value = arguments[0];"
-                          "s.dispatchEvent(new Event('input'));", size)
+    driver.execute_script(
+      "const s = document.getElementById('size'); s.value = arguments[0];s.dispatchEvent(new Event('input'));", size
+    )
   canvas = driver.find_element("id", "mask")
   scale = canvas.size["width"] / PHOTO_SIZE[0]  # CSS pixels per image pixel
   to_css = [(x * scale - canvas.size["width"] / 2, y * scale - canvas.size["height"] / 2) for x, y in points]
@@ -211,12 +223,17 @@ def post_fill(url, image: bytes, mask: bytes, mode="auto"):
   boundary = "jaxinpaintboundary"
   parts = []
   for name, data in (("image", image), ("mask", mask)):
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
-                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(
+      f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+      f"Content-Type: application/octet-stream\r\n\r\n".encode()
+      + data
+      + b"\r\n"
+    )
   parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="mode"\r\n\r\n{mode}\r\n'.encode())
   body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-  request = urllib.request.Request(url + "/api/fill", data=body, method="POST",
-                                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+  request = urllib.request.Request(
+    url + "/api/fill", data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+  )
   try:
     with urllib.request.urlopen(request, timeout=240) as response:
       return response.status, response.read(), response.headers["Content-Type"]
@@ -237,12 +254,12 @@ def test_api_answers_bad_input_with_one_message_and_keeps_serving(server):
   red = np.zeros(image.shape, np.uint8)
   red[..., 0] = 255
   cases = [
-      (b"GIF89a not really", png(hole), 400, "the photo is not an image file"),
-      (png(image), png(np.zeros_like(hole)), 400, "the mask is empty"),
-      (png(image), png(hole[:100]), 400, "the mask is 301x100 but the photo is 301x213"),
-      (png(image), png(red), 400, "the mask cannot be used"),
-      (png(np.zeros((300, 400, 3), np.uint8)), png(hole), 413, "megapixels; this server takes at most"),
-      (b"", png(hole), 400, "the photo is empty"),
+    (b"GIF89a not really", png(hole), 400, "the photo is not an image file"),
+    (png(image), png(np.zeros_like(hole)), 400, "the mask is empty"),
+    (png(image), png(hole[:100]), 400, "the mask is 301x100 but the photo is 301x213"),
+    (png(image), png(red), 400, "the mask cannot be used"),
+    (png(np.zeros((300, 400, 3), np.uint8)), png(hole), 413, "megapixels; this server takes at most"),
+    (b"", png(hole), 400, "the photo is empty"),
   ]
   for image_bytes, mask_bytes, status, message in cases:
     code, body, kind = post_fill(server["url"], image_bytes, mask_bytes)
@@ -263,7 +280,12 @@ def test_api_answers_bad_input_with_one_message_and_keeps_serving(server):
 
 
 def test_cli_refuses_a_missing_run_in_one_line(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "jaxinpaint.serve", f"--workdir={tmp_path / 'nope'}", "--port=1"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", "jaxinpaint.serve", f"--workdir={tmp_path / 'nope'}", "--port=1"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   last = proc.stderr.strip().splitlines()[-1]
   assert proc.returncode == 1 and last.startswith("error: ") and "does not exist" in last, proc.stderr[-2000:]

@@ -26,8 +26,10 @@ from jaxinpaint import sharding, train
 from jaxinpaint.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIVE = re.compile(r"^\s*(?:ROOT )?%?\S+ = (.*?) "
-                        r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
+COLLECTIVE = re.compile(
+  r"^\s*(?:ROOT )?%?\S+ = (.*?) "
+  r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\("
+)
 SHAPE = re.compile(r"\b(?:f64|f32|bf16|f16|s32|u32|pred)\[([\d,]*)\]")
 
 
@@ -55,9 +57,14 @@ def test_mesh_spec_parsing_and_errors():
   assert sharding.parse_mesh("fsdp=2, data=-1") == {"data": -1, "fsdp": 2}  # always data outer, fsdp inner
   assert sharding.mesh_shape("data=-1,fsdp=2", 8) == {"data": 4, "fsdp": 2}
   assert sharding.mesh_shape("data=2,fsdp=4", 8) == {"data": 2, "fsdp": 4}
-  for spec, message in [("model=2", "axes from"), ("data=-1,data=2", "each once"), ("data", "axis=size"),
-                        ("data=x", "must be an integer"), ("data=0", "positive or -1"),
-                        ("data=-1,fsdp=-1", "at most one")]:
+  for spec, message in [
+    ("model=2", "axes from"),
+    ("data=-1,data=2", "each once"),
+    ("data", "axis=size"),
+    ("data=x", "must be an integer"),
+    ("data=0", "positive or -1"),
+    ("data=-1,fsdp=-1", "at most one"),
+  ]:
     with pytest.raises(ValueError, match=message):
       sharding.parse_mesh(spec)
   with pytest.raises(ValueError, match="8 devices do not split into axes of size 3"):
@@ -128,8 +135,11 @@ def test_data_parallel_step_reduces_each_gradient_once_and_gathers_nothing(runs)
       reduced4.remove(kernel)
       continue
     kh, kw, cin, co = kernel
-    halves = [((2, 2, cx, 4 * co), (3, 3, cin - cx, co)) for cx in range(1, cin)
-              if (2, 2, cx, 4 * co) in reduced4 and (3, 3, cin - cx, co) in reduced4]
+    halves = [
+      ((2, 2, cx, 4 * co), (3, 3, cin - cx, co))
+      for cx in range(1, cin)
+      if (2, 2, cx, 4 * co) in reduced4 and (3, 3, cin - cx, co) in reduced4
+    ]
     assert (kh, kw) == (3, 3) and halves, (kernel, reduced4)
     for half in halves[0]:
       reduced4.remove(half)
@@ -192,7 +202,8 @@ def test_bf16_activations_keep_params_grads_and_loss_in_f32():
   assert {v.dtype for v in jax.tree.leaves(model_state)} == {jnp.dtype(jnp.float32)}
   jaxpr = jax.make_jaxpr(grad_fn)(*args)
   conv_dtypes = collections.Counter(
-      eqn.invars[0].aval.dtype.name for eqn in _eqns(jaxpr.jaxpr) if eqn.primitive.name == "conv_general_dilated")
+    eqn.invars[0].aval.dtype.name for eqn in _eqns(jaxpr.jaxpr) if eqn.primitive.name == "conv_general_dilated"
+  )
   assert conv_dtypes and set(conv_dtypes) == {"bfloat16"}, conv_dtypes  # every conv, forward and backward
 
 

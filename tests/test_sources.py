@@ -1,4 +1,5 @@
 """Sources: TFDS (under mock_data), image folders (with a corrupt file), offline demo photographs."""
+
 import logging
 import math
 import os
@@ -27,8 +28,17 @@ def _image_folder(root):
   Returns {relative path: uint8 array}.
   """
   rng = np.random.default_rng(0)
-  names = ["a.png", "b.PNG", "sub/c.bmp", "sub/d.webp", "sub/deeper/e.png", "sub/deeper/f.png", "g.png",
-           "other/h.png", "other/i.Png"]
+  names = [
+    "a.png",
+    "b.PNG",
+    "sub/c.bmp",
+    "sub/d.webp",
+    "sub/deeper/e.png",
+    "sub/deeper/f.png",
+    "g.png",
+    "other/h.png",
+    "other/i.Png",
+  ]
   images = {}
   for i, name in enumerate(names):
     array = rng.integers(0, 256, (10 + 3 * i, 30 - 2 * i, 3), dtype=np.uint8)
@@ -108,10 +118,14 @@ def test_16_bit_pngs_decode_to_their_8_bit_levels(tmp_path):
   from skimage import data
 
   from jaxinpaint import inpaint
+
   photo = data.astronaut()[::4, ::4]  # 128 x 128
   grey = np.asarray(Image.fromarray(photo).convert("L"))
-  deep = {"grey16.png": deepen(grey), "rgb16.png": deepen(photo),
-          "rgba16.png": np.concatenate([deepen(photo), np.full(photo.shape[:2] + (1,), 65535, np.uint16)], -1)}
+  deep = {
+    "grey16.png": deepen(grey),
+    "rgb16.png": deepen(photo),
+    "rgba16.png": np.concatenate([deepen(photo), np.full(photo.shape[:2] + (1,), 65535, np.uint16)], -1),
+  }
   expected = {"grey16.png": np.repeat(grey[..., None], 3, -1), "rgb16.png": photo, "rgba16.png": photo}
   os.makedirs(tmp_path / "photos")
   for name, array in deep.items():
@@ -120,8 +134,10 @@ def test_16_bit_pngs_decode_to_their_8_bit_levels(tmp_path):
     assert image.mode == "I;16"
   folder = sources.FolderSource(str(tmp_path / "photos"), "train", eval_fraction=0.0)
   for name, want in expected.items():
-    for decoded in (folder[folder.files.index(str(tmp_path / "photos" / name))],
-                    inpaint.read_image(str(tmp_path / "photos" / name))):
+    for decoded in (
+      folder[folder.files.index(str(tmp_path / "photos" / name))],
+      inpaint.read_image(str(tmp_path / "photos" / name)),
+    ):
       assert decoded.dtype == np.uint8 and decoded.shape == want.shape
       assert np.abs(decoded.astype(int) - want).max() <= 1, name
   np.testing.assert_array_equal(sources.to_rgb(grey.astype(np.uint16) * 257), expected["grey16.png"])
@@ -194,6 +210,7 @@ def test_demo_source_real_photos_with_disjoint_eval():
 def test_demo_source_skips_and_counts_unavailable_photos(monkeypatch, caplog):
   def missing():
     raise FileNotFoundError("not in this install")
+
   photos = dict(sources.DEMO_PHOTOS, chelsea=missing)
   monkeypatch.setattr(sources, "DEMO_PHOTOS", photos)
   with caplog.at_level(logging.WARNING):
@@ -207,8 +224,9 @@ def test_demo_source_skips_and_counts_unavailable_photos(monkeypatch, caplog):
 
 def test_make_source_dispatches(tmp_path):
   _image_folder(str(tmp_path))
-  config = ConfigDict(dict(source="folder", name="celeb_a", path=str(tmp_path), train_split="train",
-                           eval_split="validation"))
+  config = ConfigDict(
+    dict(source="folder", name="celeb_a", path=str(tmp_path), train_split="train", eval_split="validation")
+  )
   assert isinstance(sources.make_source(config, "train"), sources.FolderSource)
   config.source = "demo"
   assert repr(sources.make_source(config, "eval")) == "DemoSource(split='eval')"

@@ -46,8 +46,9 @@ def test_output_is_the_conv_with_the_numpy_normalised_kernel(layer):
   conv, variables, x = layer
   kernel = np.asarray(variables["params"]["kernel"], np.float64)
   sigma, _ = numpy_step(kernel.reshape(-1, 6), np.asarray(variables["spectral"]["u"], np.float64))
-  expected = jax.lax.conv_general_dilated(x, jnp.asarray(kernel / sigma, jnp.float32), (2, 2), "SAME",
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  expected = jax.lax.conv_general_dilated(
+    x, jnp.asarray(kernel / sigma, jnp.float32), (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   y = conv.apply(variables, x, update_stats=False)
   assert y.shape == (2, 5, 4, 6)
   np.testing.assert_allclose(np.asarray(y), np.asarray(expected), rtol=1e-5, atol=1e-5)
@@ -74,19 +75,20 @@ def test_gradient_holds_u_and_v_constant(layer):
 
   def by_hand(k):  # sigma(W) = v^T W u with u, v fixed numbers (Miyato et al., eq. 7's gradient)
     sigma = v @ k.reshape(-1, 6) @ u
-    return jnp.sum(jnp.sin(jax.lax.conv_general_dilated(x, k / sigma, (2, 2), "SAME",
-                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    return jnp.sum(
+      jnp.sin(jax.lax.conv_general_dilated(x, k / sigma, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    )
 
   def by_layer(k):
     params = {**variables["params"], "kernel": k}
-    return jnp.sum(jnp.sin(conv.apply({"params": params, "spectral": variables["spectral"]}, x,
-                                      update_stats=False)))
+    return jnp.sum(jnp.sin(conv.apply({"params": params, "spectral": variables["spectral"]}, x, update_stats=False)))
 
   expected = np.asarray(jax.grad(by_hand)(kernel))
   # float32: each gradient entry sums many products of size ~max|grad|, so an entry near 0 carries round-off of
   # about 1e-7 x max|grad| (XLA versions differ in summation order; 1.2e-6 on 0.0019 was seen with max 5.5).
-  np.testing.assert_allclose(np.asarray(jax.grad(by_layer)(kernel)), expected, rtol=1e-4,
-                             atol=1e-6 * np.abs(expected).max())
+  np.testing.assert_allclose(
+    np.asarray(jax.grad(by_layer)(kernel)), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max()
+  )
 
 
 def test_bad_shapes_raise():

@@ -11,8 +11,7 @@ from jaxinpaint.tasks import base, unet
 def test_registry_builds_every_family():
   expected = {"inpainting": "InpaintingTask", "deepfill": "DeepFillTask", "dcgan": "DCGANTask", "lama": "LamaTask"}
   assert {k: v.__name__ for k, v in tasks.TASKS.items()} == expected
-  for name, config_name in (("deepfill", "deepfill_v1"), ("dcgan", "dcgan"), ("lama", "lama"),
-                            ("inpainting", "pconv")):
+  for name, config_name in (("deepfill", "deepfill_v1"), ("dcgan", "dcgan"), ("lama", "lama"), ("inpainting", "pconv")):
     task = tasks.make_task(load_config(config_name))
     assert type(task).__name__ == expected[name]
     assert isinstance(task.metric_names, tuple) and all(isinstance(n, str) for n in task.metric_names)

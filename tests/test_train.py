@@ -70,11 +70,13 @@ def test_workdir_has_checkpoints_events_and_samples(runs):
   samples = sorted(glob.glob(os.path.join(workdir, "samples", "*.png")))
   assert [os.path.basename(p) for p in samples] == ["step_0000010.png", "step_0000020.png"]
   from PIL import Image
+
   grid = np.asarray(Image.open(samples[-1]))
   # 6 columns (target | mask | input | output | composite | error) of 32 px tiles with 2 px padding
   assert grid.shape == (min(6, 8) * 36, 6 * 36, 3)
 
   from tensorboard.backend.event_processing import event_accumulator
+
   events = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   assert len(events) == 1
   acc = event_accumulator.EventAccumulator(events[0], size_guidance={"tensors": 0, "images": 0})
@@ -101,8 +103,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config.optim.schedule = "constant"
   config.train.checkpoint_every = 1
   # whichever comes first: a non-finite loss, or a non-finite state about to be saved
-  with pytest.raises(train.NonFiniteLossError, match=r"non-finite (loss .* at|values in the train state after) "
-                                                     r"step (\d+)") as info:
+  with pytest.raises(
+    train.NonFiniteLossError,
+    match=r"non-finite (loss .* at|values in the train state after) "
+    r"step (\d+)",
+  ) as info:
     train.train_and_evaluate(config, str(tmp_path))
   bad_step = int(info.value.args[0].split("step ")[1].split(" ")[0].rstrip(";"))
   ckpt = checkpointing.Checkpointer(str(tmp_path))
@@ -197,16 +202,26 @@ def test_bf16_activations_train_with_f32_params(tmp_path):
 def _run_main(args, tmp_path, timeout=300):
   import subprocess
   import sys
+
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   env.pop("JAXINPAINT_TRACEBACK", None)
-  return subprocess.run([sys.executable, "-m", "jaxinpaint.main", *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "jaxinpaint.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+  )
 
 
 def test_main_end_to_end(tmp_path):
   workdir = tmp_path / "run"
-  proc = _run_main(["--config=configs/plain.py:tiny", f"--workdir={workdir}", "--config.num_train_steps=4",
-                    "--config.train.eval_every=4", "--config.train.checkpoint_every=4"], tmp_path)
+  proc = _run_main(
+    [
+      "--config=configs/plain.py:tiny",
+      f"--workdir={workdir}",
+      "--config.num_train_steps=4",
+      "--config.train.eval_every=4",
+      "--config.train.checkpoint_every=4",
+    ],
+    tmp_path,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert os.path.isdir(workdir / "checkpoints" / "4")
   assert os.path.isfile(workdir / "samples" / "step_0000004.png")
@@ -218,17 +233,25 @@ def test_main_bad_input_is_one_line(tmp_path):
   proc = _run_main(["--config=configs/wconv.py:tiny", f"--workdir={tmp_path}", "--config.batch_size=12"], tmp_path)
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: config.batch_size=12 is not divisible by the 8 devices of the mesh; use a multiple of 8 (e.g. 8).")
+    "error: config.batch_size=12 is not divisible by the 8 devices of the mesh; use a multiple of 8 (e.g. 8)."
+  )
   assert "Traceback" not in proc.stderr
   for args, expected in (
-      (["--config=configs/wconv.py:tiny", "--config.data.sorce=x"],
-       """error: bad --config override: 'sorce' Did you mean "source" instead of "sorce"?"""),
-      (["--config=configs/wconv.py:tiny", "--config.batch_size=abc"],
-       "error: flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'"),
-      (["--config=configs/wconv.py:tinyy"], "error: ValueError: unknown config variant 'tinyy'; variants: demo, tiny"),
-      (["--config=configs/nope.py"], "error: Configuration is not available because of an earlier failure to load: "
-       "Failed loading config file config_config Attempted [Relative path]: "
-       "configs/nope.py [Errno 2] No such file or directory: 'configs/nope.py'"),
+    (
+      ["--config=configs/wconv.py:tiny", "--config.data.sorce=x"],
+      """error: bad --config override: 'sorce' Did you mean "source" instead of "sorce"?""",
+    ),
+    (
+      ["--config=configs/wconv.py:tiny", "--config.batch_size=abc"],
+      "error: flag --config.batch_size=abc: invalid literal for int() with base 10: 'abc'",
+    ),
+    (["--config=configs/wconv.py:tinyy"], "error: ValueError: unknown config variant 'tinyy'; variants: demo, tiny"),
+    (
+      ["--config=configs/nope.py"],
+      "error: Configuration is not available because of an earlier failure to load: "
+      "Failed loading config file config_config Attempted [Relative path]: "
+      "configs/nope.py [Errno 2] No such file or directory: 'configs/nope.py'",
+    ),
   ):
     proc = _run_main([*args, f"--workdir={tmp_path}"], tmp_path)
     assert proc.returncode == 1, proc.stderr

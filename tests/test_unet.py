@@ -30,9 +30,11 @@ def test_every_mode_runs_ignores_hole_content_and_survives_all_holes(conv, size,
   @jax.jit
   def run(params, image, valid):
     def loss(params):
-      out, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, image, valid,
-                                 train=True, mutable=["batch_stats"])
+      out, updates = model.apply(
+        {"params": params, "batch_stats": variables["batch_stats"]}, image, valid, train=True, mutable=["batch_stats"]
+      )
       return jnp.mean((out - image) ** 2), (out, updates)
+
     (value, (out, updates)), grads = jax.value_and_grad(loss, has_aux=True)(params)
     return value, out, updates, grads
 
@@ -83,8 +85,7 @@ def test_freeze_encoder_norm_keeps_encoder_statistics():
     model = InpaintingUNet(conv="weighted", depth=5, freeze_encoder_norm=freeze, **SMALL)
     variables = jax.jit(model.init)(jax.random.key(0), image, valid)
     _, new = jax.jit(lambda v: model.apply(v, image, valid, train=True, mutable=["batch_stats"]))(variables)
-    old_stats, new_stats = (flax.traverse_util.flatten_dict(s) for s in (variables["batch_stats"],
-                                                                          new["batch_stats"]))
+    old_stats, new_stats = (flax.traverse_util.flatten_dict(s) for s in (variables["batch_stats"], new["batch_stats"]))
     for path, old in old_stats.items():
       changed = not np.allclose(np.asarray(old), np.asarray(new_stats[path]))
       if path[0].startswith("enc"):
@@ -152,14 +153,16 @@ def test_both_decoder_forms_compute_the_same_net(conv):
   image, valid = _inputs(2, 24, 40, seed=3)
   nets = {d: InpaintingUNet(conv=conv, depth=3, decoder=d, **SMALL) for d in ("subpixel", "concat")}
   variables = nets["concat"].init(jax.random.key(0), image, valid)
-  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, nets["subpixel"].init(
-      jax.random.key(0), image, valid))
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+    jnp.shape, nets["subpixel"].init(jax.random.key(0), image, valid)
+  )
 
   @jax.jit
   def run(params):
     def loss(p, net):
       out, state = net.apply({**variables, "params": p}, image, valid, train=True, mutable=["batch_stats"])
       return jnp.mean(jnp.square(out - image)), (out, state)
+
     return {d: jax.value_and_grad(loss, has_aux=True)(params, net) for d, net in nets.items()}
 
   results = run(variables["params"])

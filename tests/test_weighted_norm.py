@@ -145,8 +145,7 @@ def test_all_holes_no_nan(name):
   y, stats = apply(weighted, variables, x, holes)
   scale, bias = variables["params"]["scale"], variables["params"]["bias"]
   # identity statistics (mu = 0, var = 1) for every group: y = x / sqrt(1 + eps) * scale + bias
-  np.testing.assert_allclose(np.asarray(y), x / np.sqrt(1.0 + weighted.epsilon) * scale + bias, rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(np.asarray(y), x / np.sqrt(1.0 + weighted.epsilon) * scale + bias, rtol=1e-5, atol=1e-6)
   if name == "batch":
     # No valid pixel: running statistics are kept, not pulled towards 0.
     for key in ("mean", "var"):
@@ -172,8 +171,7 @@ def test_all_hole_region_gives_the_identity_fallback_bounded(name, epsilon):
   if name != "batch":  # the examples with known pixels still get their own eq. 4 / eq. 6 statistics
     with np.errstate(invalid="ignore"):  # example 0's 0 / 0, not compared
       mu, var = np_weighted_stats(x, valid, NORMS[name][2], NORMS[name][3])
-    np.testing.assert_allclose(y[1:], ((x - mu) / np.sqrt(var + epsilon) * scale + bias)[1:], rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(y[1:], ((x - mu) / np.sqrt(var + epsilon) * scale + bias)[1:], rtol=1e-4, atol=1e-4)
 
 
 def test_batch_norm_sharded_batch_equals_single_device():
@@ -219,8 +217,7 @@ def test_bf16_output_dtype():
 
 
 @pytest.mark.parametrize(
-  "x_shape,valid_shape",
-  [((H, W, C), (H, W, 1)), ((B, H, W, C), (B, H, W + 1, 1)), ((B, H, W, C), (B, H, W, 3))],
+  "x_shape,valid_shape", [((H, W, C), (H, W, 1)), ((B, H, W, C), (B, H, W + 1, 1)), ((B, H, W, C), (B, H, W, 3))]
 )
 def test_bad_shapes_raise(x_shape, valid_shape):
   for layer in (WeightedBatchNorm(use_running_average=False), WeightedInstanceNorm()):

@@ -40,8 +40,7 @@ def _open(path: str) -> np.ndarray:
     with Image.open(path) as image:
       image = ImageOps.exif_transpose(image)
       if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa", "RGBX"):
-        image = image.convert("RGBA" if "transparency" in image.info or image.mode in ("PA", "La", "RGBa")
-                              else "RGB")
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode in ("PA", "La", "RGBa") else "RGB")
       array = np.asarray(image)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
     raise MaskFileError(f"cannot read mask {path!r}: {error}") from None
@@ -60,8 +59,7 @@ def _levels(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.float64) / 65535.0
   if array.dtype.kind in "ui":
     if array.size and (array.min() < 0 or array.max() > 255):
-      raise MaskFileError(f"{name}: {array.dtype} values outside 0..255 (use uint16 for 16-bit masks); "
-                          f"{EXPECTED_FORM}")
+      raise MaskFileError(f"{name}: {array.dtype} values outside 0..255 (use uint16 for 16-bit masks); {EXPECTED_FORM}")
     return array.astype(np.float64) / 255.0
   if array.dtype.kind == "f":
     if not np.isfinite(array).all() or (array.size and (array.min() < 0.0 or array.max() > 1.0)):
@@ -87,13 +85,21 @@ def grey_levels(source: Any) -> np.ndarray:
     if spread.size and spread.max() > COLOUR_TOLERANCE:
       y, x = np.unravel_index(int(np.argmax(spread)), spread.shape)
       shown = tuple(int(v) for v in array[y, x, :3])
-      raise MaskFileError(f"{name} has colour (pixel y={y}, x={x} is RGB {shown}); {EXPECTED_FORM} "
-                          "(save it as greyscale)")
+      raise MaskFileError(
+        f"{name} has colour (pixel y={y}, x={x} is RGB {shown}); {EXPECTED_FORM} (save it as greyscale)"
+      )
     levels = colour.mean(axis=-1)
-    if (alpha is not None and levels.size and levels.max() - levels.min() <= COLOUR_TOLERANCE
-        and (alpha < 0.5).any() and (alpha >= 0.5).any()):
-      raise MaskFileError(f"{name} is one colour and draws its shape only in transparency, which is not read as "
-                          f"a hole; {EXPECTED_FORM} (alpha is ignored)")
+    if (
+      alpha is not None
+      and levels.size
+      and levels.max() - levels.min() <= COLOUR_TOLERANCE
+      and (alpha < 0.5).any()
+      and (alpha >= 0.5).any()
+    ):
+      raise MaskFileError(
+        f"{name} is one colour and draws its shape only in transparency, which is not read as "
+        f"a hole; {EXPECTED_FORM} (alpha is ignored)"
+      )
     return levels
   if array.ndim != 2:
     raise MaskFileError(f"{name}: shape {array.shape} is not [H, W] or [H, W, 1|2|3|4]; {EXPECTED_FORM}")
@@ -130,7 +136,11 @@ def polarity_hint(hole: np.ndarray, name: str = "the mask", polarity: str = "whi
   if ratio <= HOLE_WARNING_RATIO:
     return None
   if polarity == "black_hole":
-    return (f"{name} marks {ratio:.0%} of the image as hole (black = hole, as asked); if black marks the pixels to "
-            "keep, drop --invert_mask (polarity='white_hole')")
-  return (f"{name} marks {ratio:.0%} of the image as hole (white = hole); if white marks the pixels to keep, "
-          "pass --invert_mask (polarity='black_hole')")
+    return (
+      f"{name} marks {ratio:.0%} of the image as hole (black = hole, as asked); if black marks the pixels to "
+      "keep, drop --invert_mask (polarity='white_hole')"
+    )
+  return (
+    f"{name} marks {ratio:.0%} of the image as hole (white = hole); if white marks the pixels to keep, "
+    "pass --invert_mask (polarity='black_hole')"
+  )

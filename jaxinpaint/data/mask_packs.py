@@ -59,10 +59,11 @@ BUCKET_KINDS = tuple(bucket_kind(*b) for b in masks.HOLE_RATIO_BUCKETS)
 def parse_bucket(kind: str) -> tuple[float, float]:
   """'hole_10-20' -> (0.1, 0.2); ValueError naming the kind otherwise."""
   try:
-    low, high = (int(v) / 100 for v in kind[len("hole_"):].split("-"))
+    low, high = (int(v) / 100 for v in kind[len("hole_") :].split("-"))
   except ValueError:
-    raise ValueError(f"mask kind {kind!r}: write hole-ratio buckets as hole_<low>-<high> in percent, e.g. "
-                     "hole_10-20") from None
+    raise ValueError(
+      f"mask kind {kind!r}: write hole-ratio buckets as hole_<low>-<high> in percent, e.g. hole_10-20"
+    ) from None
   if not 0 <= low < high <= 1:
     raise ValueError(f"mask kind {kind!r}: need 0 <= low < high <= 100")
   return low, high
@@ -83,8 +84,11 @@ def _defaults(fn: Callable) -> dict[str, Any]:
   while isinstance(fn, functools.partial):
     bound = {**fn.keywords, **bound}
     fn = fn.func
-  params = {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty and not callable(p.default)}
+  params = {
+    name: p.default
+    for name, p in inspect.signature(fn).parameters.items()
+    if p.default is not inspect.Parameter.empty and not callable(p.default)
+  }
   params.update({k: v for k, v in bound.items() if not callable(v)})
   params.pop("rng", None)
   return params
@@ -94,9 +98,11 @@ def describe_generator(kind: str) -> dict[str, Any]:
   """What draws a kind's masks, for the manifest: the function and every parameter that shapes the masks."""
   if kind.startswith("hole_"):
     low, high = parse_bucket(kind)
-    return {"function": "masks.mask_in_bucket",
-            "parameters": {"bucket": [low, high], **_defaults(masks.mask_in_bucket)},
-            "generator": describe_generator("free_form")}
+    return {
+      "function": "masks.mask_in_bucket",
+      "parameters": {"bucket": [low, high], **_defaults(masks.mask_in_bucket)},
+      "generator": describe_generator("free_form"),
+    }
   names = [n.strip() for n in kind.split("+")]
   if len(names) > 1:
     return {"function": "masks.union", "components": [describe_generator(n) for n in names]}
@@ -150,9 +156,16 @@ def file_name(index: int) -> str:
   return f"{index:06d}.png"
 
 
-def write_pack(out: str, holes: Sequence[np.ndarray], *, name: str, generator: dict[str, Any],
-               seed: int | None, extra: dict[str, Any] | None = None,
-               sources: Sequence[str] | None = None) -> dict[str, Any]:
+def write_pack(
+  out: str,
+  holes: Sequence[np.ndarray],
+  *,
+  name: str,
+  generator: dict[str, Any],
+  seed: int | None,
+  extra: dict[str, Any] | None = None,
+  sources: Sequence[str] | None = None,
+) -> dict[str, Any]:
   """Writes bool hole[H, W] masks (one size) as a pack in `out` (which must not exist or be empty).
 
   Returns the manifest. Files are written to a temporary sibling folder and renamed into place.
@@ -172,17 +185,28 @@ def write_pack(out: str, holes: Sequence[np.ndarray], *, name: str, generator: d
       data = _png_bytes(hole)
       with open(os.path.join(tmp, file_name(i)), "wb") as f:
         f.write(data)
-      entry = {"name": file_name(i), "sha256": hashlib.sha256(data).hexdigest(),
-               "hole_ratio": round(float(np.mean(hole)), 6)}
+      entry = {
+        "name": file_name(i),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "hole_ratio": round(float(np.mean(hole)), 6),
+      }
       if sources is not None:
         entry["source"] = sources[i]
       files.append(entry)
-    (h, w), = shapes
-    manifest = {"format": FORMAT, "pack_id": pack_id([(file_name(i), m) for i, m in enumerate(holes)]),
-                "name": name, "generator": generator, "seed": seed, "size": [h, w], "count": len(holes),
-                "convention": "8-bit greyscale PNG, 255 = hole, 0 = known",
-                "mean_hole_ratio": round(float(np.mean([f["hole_ratio"] for f in files])), 6),
-                **(extra or {}), "files": files}
+    ((h, w),) = shapes
+    manifest = {
+      "format": FORMAT,
+      "pack_id": pack_id([(file_name(i), m) for i, m in enumerate(holes)]),
+      "name": name,
+      "generator": generator,
+      "seed": seed,
+      "size": [h, w],
+      "count": len(holes),
+      "convention": "8-bit greyscale PNG, 255 = hole, 0 = known",
+      "mean_hole_ratio": round(float(np.mean([f["hole_ratio"] for f in files])), 6),
+      **(extra or {}),
+      "files": files,
+    }
     with open(os.path.join(tmp, MANIFEST), "w") as f:
       json.dump(manifest, f, indent=1)
     if os.path.isdir(out):
@@ -224,8 +248,16 @@ def make_pack(kind: str, size: int, n: int, seed: int, out: str, progress=None) 
   # every mask is drawn before any file is written: a bucket the generator cannot reach leaves nothing behind
   holes = {k: generate_holes(k, size, n, seed, progress) for k in kinds}
   rng = "numpy default_rng([seed, 1, i]) for mask i (pipeline.eval_example's mask stream)"
-  return [write_pack(out if kind != BUCKETS else os.path.join(out, k), holes[k], name=k, seed=seed,
-                     generator={"kind": k, **describe_generator(k), "rng": rng}) for k in kinds]
+  return [
+    write_pack(
+      out if kind != BUCKETS else os.path.join(out, k),
+      holes[k],
+      name=k,
+      seed=seed,
+      generator={"kind": k, **describe_generator(k), "rng": rng},
+    )
+    for k in kinds
+  ]
 
 
 # ------------------------------------------------------------------------------------------------ import
@@ -238,8 +270,9 @@ def find_mask_files(folder: str) -> list[str]:
   found = []
   for root, dirs, files in os.walk(folder):
     dirs.sort()
-    found += [os.path.relpath(os.path.join(root, f), folder) for f in files
-              if f.lower().endswith(masks.MASK_EXTENSIONS)]
+    found += [
+      os.path.relpath(os.path.join(root, f), folder) for f in files if f.lower().endswith(masks.MASK_EXTENSIONS)
+    ]
   if not found:
     raise MaskPackError(f"--from={folder} holds no mask files ({', '.join(masks.MASK_EXTENSIONS)})")
   return sorted(found)
@@ -253,9 +286,17 @@ def resize_nearest(hole: np.ndarray, size: int) -> np.ndarray:
   return hole[rows[:, None], cols[None, :]]
 
 
-def import_folder(folder: str, out: str, *, polarity: str = "white_hole", threshold: float = 0.5,
-                  resize: int = 0, bucket: bool = False, warn: Callable[[str], None] | None = None,
-                  progress=None) -> list[dict[str, Any]]:
+def import_folder(
+  folder: str,
+  out: str,
+  *,
+  polarity: str = "white_hole",
+  threshold: float = 0.5,
+  resize: int = 0,
+  bucket: bool = False,
+  warn: Callable[[str], None] | None = None,
+  progress=None,
+) -> list[dict[str, Any]]:
   """`masks pack --from=DIR`: another codebase's mask files as a pack (or six bucket sub-packs). Returns manifests.
 
   Files are read in sorted relative-path order with `mask_files.read_hole(path, polarity=, threshold=)`; with
@@ -277,25 +318,34 @@ def import_folder(folder: str, out: str, *, polarity: str = "white_hole", thresh
   holes = []
   for name in names:
     try:
-      hole = np.asarray(mask_files.read_hole(os.path.join(folder, name), polarity=polarity, threshold=threshold),
-                        bool)
+      hole = np.asarray(mask_files.read_hole(os.path.join(folder, name), polarity=polarity, threshold=threshold), bool)
     except mask_files.MaskFileError as e:
       raise MaskPackError(f"--from={folder}: {e}") from None
     if resize:
       hole = resize_nearest(hole, resize)
     elif holes and hole.shape != holes[0].shape:
-      raise MaskPackError(f"--from={folder}: {name} is {hole.shape[0]}x{hole.shape[1]} but {names[0]} is "
-                          f"{holes[0].shape[0]}x{holes[0].shape[1]}; pass --resize=S to make one size")
+      raise MaskPackError(
+        f"--from={folder}: {name} is {hole.shape[0]}x{hole.shape[1]} but {names[0]} is "
+        f"{holes[0].shape[0]}x{holes[0].shape[1]}; pass --resize=S to make one size"
+      )
     ratio = float(np.mean(hole))
     if ratio > mask_files.HOLE_WARNING_RATIO and warn is not None:
-      warn(f"{name} is {100 * ratio:.0f} % hole: is it drawn with the other polarity (--polarity="
-           f"{POLARITIES[1 - POLARITIES.index(polarity)]})?")
+      warn(
+        f"{name} is {100 * ratio:.0f} % hole: is it drawn with the other polarity (--polarity="
+        f"{POLARITIES[1 - POLARITIES.index(polarity)]})?"
+      )
     holes.append(hole)
     if progress is not None:
       progress.update(1)
-  generator = {"kind": "import", "from": os.path.abspath(folder), "polarity": polarity, "threshold": threshold,
-               "resize": resize or None, "resample": "nearest" if resize else None,
-               "reader": "jaxinpaint.data.mask_files.read_hole"}
+  generator = {
+    "kind": "import",
+    "from": os.path.abspath(folder),
+    "polarity": polarity,
+    "threshold": threshold,
+    "resize": resize or None,
+    "resample": "nearest" if resize else None,
+    "reader": "jaxinpaint.data.mask_files.read_hole",
+  }
   base = os.path.basename(os.path.normpath(folder))
   if not bucket:
     return [write_pack(out, holes, name=f"import:{base}", generator=generator, seed=None, sources=names)]
@@ -305,10 +355,17 @@ def import_folder(folder: str, out: str, *, polarity: str = "white_hole", thresh
     chosen = [i for i, k in enumerate(index) if k == b]
     if not chosen:
       continue
-    manifests.append(write_pack(
-        os.path.join(out, kind), [holes[i] for i in chosen], name=f"import:{base}:{kind}",
-        generator={**generator, "bucket": list(masks.HOLE_RATIO_BUCKETS[b])}, seed=None,
-        sources=[names[i] for i in chosen], extra={"left_out_above_60": sum(k is None for k in index)}))
+    manifests.append(
+      write_pack(
+        os.path.join(out, kind),
+        [holes[i] for i in chosen],
+        name=f"import:{base}:{kind}",
+        generator={**generator, "bucket": list(masks.HOLE_RATIO_BUCKETS[b])},
+        seed=None,
+        sources=[names[i] for i in chosen],
+        extra={"left_out_above_60": sum(k is None for k in index)},
+      )
+    )
   if not manifests:
     raise MaskPackError(f"--from={folder}: no mask has a hole ratio below 60 %; nothing to bucket")
   return manifests
@@ -359,9 +416,15 @@ class Pack:
 
   def summary(self) -> dict[str, Any]:
     """What tables say about the pack."""
-    return {"pack_id": self.id, "name": self.name, "path": self.path, "size": list(self.size),
-            "count": len(self), "seed": self.manifest.get("seed"),
-            "generator": self.manifest["generator"].get("kind", self.name)}
+    return {
+      "pack_id": self.id,
+      "name": self.name,
+      "path": self.path,
+      "size": list(self.size),
+      "count": len(self),
+      "seed": self.manifest.get("seed"),
+      "generator": self.manifest["generator"].get("kind", self.name),
+    }
 
 
 def read_manifest(path: str) -> dict[str, Any]:
@@ -375,8 +438,10 @@ def read_manifest(path: str) -> dict[str, Any]:
     raise MaskPackError(f"mask pack {path}: {MANIFEST} is not readable JSON ({e})") from None
   missing = [k for k in ("format", "pack_id", "name", "generator", "size", "count", "files") if k not in manifest]
   if missing or manifest.get("format") != FORMAT:
-    raise MaskPackError(f"mask pack {path}: {MANIFEST} is not a {FORMAT} manifest "
-                        f"({'missing ' + ', '.join(missing) if missing else 'format ' + repr(manifest['format'])})")
+    raise MaskPackError(
+      f"mask pack {path}: {MANIFEST} is not a {FORMAT} manifest "
+      f"({'missing ' + ', '.join(missing) if missing else 'format ' + repr(manifest['format'])})"
+    )
   return manifest
 
 
@@ -401,8 +466,10 @@ def verify_pack(path: str) -> Pack:
     with open(file, "rb") as f:
       digest = hashlib.sha256(f.read()).hexdigest()
     if digest != entry["sha256"]:
-      raise MaskPackError(f"mask pack {path}: {entry['name']} does not match its manifest (sha256 {digest[:12]}..., "
-                          f"manifest {entry['sha256'][:12]}...)")
+      raise MaskPackError(
+        f"mask pack {path}: {entry['name']} does not match its manifest (sha256 {digest[:12]}..., "
+        f"manifest {entry['sha256'][:12]}...)"
+      )
     hole = _decode(file)
     if list(hole.shape) != list(manifest["size"]):
       raise MaskPackError(f"mask pack {path}: {entry['name']} is {hole.shape}, the manifest says {manifest['size']}")

@@ -13,6 +13,7 @@ every process (each element's randomness comes from its global index), and proce
 union over processes of batch k is exactly the single-process global batch k: the data a run sees do not depend
 on the number of processes, nor on the number of grain workers.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,7 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
 
 
-def fit_image(image: np.ndarray, size: int, resize: tuple[int, int] | None = None,
-              shorter_side: int = 0) -> np.ndarray:
+def fit_image(image: np.ndarray, size: int, resize: tuple[int, int] | None = None, shorter_side: int = 0) -> np.ndarray:
   """Resize uint8[H, W, 3] so that a size x size crop fits.
 
   `resize=(h, w)` resizes to exactly h x w (e.g. CelebA 218x178 -> 313x256 before 256 crops);
@@ -73,13 +73,13 @@ def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
   height, width = image.shape[:2]
   top = int(rng.integers(0, height - size + 1))
   left = int(rng.integers(0, width - size + 1))
-  return image[top:top + size, left:left + size]
+  return image[top : top + size, left : left + size]
 
 
 def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
   """The central size x size crop of uint8[H, W, 3] (H, W >= size)."""
   top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-  return image[top:top + size, left:left + size]
+  return image[top : top + size, left : left + size]
 
 
 def draw_valid(mask_fn: MaskFn, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -95,20 +95,22 @@ def to_example(image: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
   return {"image": image.astype(np.float32) / 127.5 - 1.0, "valid": valid}
 
 
-def random_scaled_crop(image: np.ndarray, size: int, scale_range: tuple[int, int],
-                       rng: np.random.Generator) -> np.ndarray:
+def random_scaled_crop(
+  image: np.ndarray, size: int, scale_range: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
   """A size x size crop of uint8[H, W, 3] as if the shorter side were first scaled to s, log-uniform in
   `scale_range` (inclusive, both >= size): the crop's window is cut from the original and resized alone."""
   low, high = scale_range
   if not size <= low <= high:
-    raise ValueError(f"config.data.scale_range={tuple(scale_range)} must be (low, high) with image_size={size} "
-                     "<= low <= high")
+    raise ValueError(
+      f"config.data.scale_range={tuple(scale_range)} must be (low, high) with image_size={size} <= low <= high"
+    )
   shorter = float(np.exp(rng.uniform(np.log(low), np.log(high))))
   height, width = image.shape[:2]
   side = min(height, width, max(1, round(size * min(height, width) / shorter)))
   top = int(rng.integers(0, height - side + 1))
   left = int(rng.integers(0, width - side + 1))
-  return resize_image(np.ascontiguousarray(image[top:top + side, left:left + side]), size, size)
+  return resize_image(np.ascontiguousarray(image[top : top + side, left : left + side]), size, size)
 
 
 def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -124,9 +126,19 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
   return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-def train_example(image: np.ndarray, rng: np.random.Generator, *, size: int, resize: tuple[int, int] | None,
-                  random_flip: bool, mask_fn: MaskFn, shorter_side: int = 0, scale_range: tuple[int, int] = (),
-                  rot90: bool = False, jitter: float = 0.0) -> dict[str, np.ndarray]:
+def train_example(
+  image: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  size: int,
+  resize: tuple[int, int] | None,
+  random_flip: bool,
+  mask_fn: MaskFn,
+  shorter_side: int = 0,
+  scale_range: tuple[int, int] = (),
+  rot90: bool = False,
+  jitter: float = 0.0,
+) -> dict[str, np.ndarray]:
   """One training example, all drawn from `rng`: resize and random crop (or a random-scale crop when
   `scale_range` is set), random horizontal flip, random 90-degree rotation, colour jitter, then a mask."""
   if scale_range:
@@ -142,8 +154,9 @@ def train_example(image: np.ndarray, rng: np.random.Generator, *, size: int, res
   return to_example(np.ascontiguousarray(image), draw_valid(mask_fn, rng, size))
 
 
-def eval_example(index: int, *, source, size: int, resize: tuple[int, int] | None,
-                 mask_fn: MaskFn, shorter_side: int = 0) -> dict[str, np.ndarray]:
+def eval_example(
+  index: int, *, source, size: int, resize: tuple[int, int] | None, mask_fn: MaskFn, shorter_side: int = 0
+) -> dict[str, np.ndarray]:
   """Eval example `index`: image index % len(source), crop and mask seeded by (EVAL_SEED, index), no flip.
 
   Crop and mask use separate generators, so the eval images do not change with the mask kind.
@@ -159,6 +172,7 @@ def configured_mask_fn(masks_config, kind: str) -> MaskFn:
   `kind` may be a '+'-joined union ('free_form+random_box'), whose kwargs are keyed by component name.
   """
   from jaxinpaint.data import masks  # Imported here so the pipeline module imports on its own.
+
   names = [name.strip() for name in str(kind).split("+")]
   if "folder" not in names:
     return masks.make_mask_fn(kind)
@@ -183,8 +197,10 @@ def _scale_range_option(data_config) -> tuple[int, int] | tuple[()]:
   """config.data.scale_range as (low, high) with image_size <= low <= high, or () when off."""
   scale = tuple(data_config.get("scale_range", ()) or ())
   if scale and not (len(scale) == 2 and data_config.image_size <= scale[0] <= scale[1]):
-    raise ValueError(f"config.data.scale_range={scale} must be () or (low, high) with image_size="
-                     f"{data_config.image_size} <= low <= high")
+    raise ValueError(
+      f"config.data.scale_range={scale} must be () or (low, high) with image_size="
+      f"{data_config.image_size} <= low <= high"
+    )
   return scale
 
 
@@ -193,8 +209,9 @@ def _check_process(process_index: int, process_count: int) -> None:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
 
 
-def make_train_dataset(config, process_index: int = 0, process_count: int = 1, *, source=None,
-                       mask_fn: MaskFn | None = None) -> grain.IterDataset:
+def make_train_dataset(
+  config, process_index: int = 0, process_count: int = 1, *, source=None, mask_fn: MaskFn | None = None
+) -> grain.IterDataset:
   """This process's infinite training stream of batches (see the module docstring).
 
   `source` and `mask_fn` default to `make_source(config.data, 'train')` and `config.masks.kind`'s generator.
@@ -202,13 +219,16 @@ def make_train_dataset(config, process_index: int = 0, process_count: int = 1, *
   dataset = train_batches(config, process_index, process_count, source=source, mask_fn=mask_fn)
   dataset = dataset.to_iter_dataset(READ_OPTIONS)
   if config.data.num_workers > 0:
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers),
-                                  worker_init_fn=functools.partial(die_with_parent, parent_pid=os.getpid()))
+    dataset = dataset.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=config.data.num_workers),
+      worker_init_fn=functools.partial(die_with_parent, parent_pid=os.getpid()),
+    )
   return dataset
 
 
-def train_batches(config, process_index: int = 0, process_count: int = 1, *, source=None,
-                  mask_fn: MaskFn | None = None) -> grain.MapDataset:
+def train_batches(
+  config, process_index: int = 0, process_count: int = 1, *, source=None, mask_fn: MaskFn | None = None
+) -> grain.MapDataset:
   """The random-access dataset of this process's training batches, before the iterator and its workers."""
   _check_process(process_index, process_count)
   batch = per_process_batch(config.batch_size, process_count)
@@ -216,13 +236,25 @@ def train_batches(config, process_index: int = 0, process_count: int = 1, *, sou
   if len(source) == 0:
     raise ValueError(f"training source {source!r} is empty")
   mask_fn = configured_mask_fn(config.masks, config.masks.kind) if mask_fn is None else mask_fn
-  augment = functools.partial(train_example, size=config.data.image_size, resize=_resize_option(config.data),
-                              random_flip=config.data.random_flip, mask_fn=mask_fn,
-                              shorter_side=config.data.get("shorter_side", 0),
-                              scale_range=_scale_range_option(config.data),
-                              rot90=config.data.get("rot90", False), jitter=config.data.get("color_jitter", 0.0))
-  return (grain.MapDataset.source(source).seed(config.seed).shuffle().repeat().random_map(augment)
-          [process_index::process_count].batch(batch, drop_remainder=True))
+  augment = functools.partial(
+    train_example,
+    size=config.data.image_size,
+    resize=_resize_option(config.data),
+    random_flip=config.data.random_flip,
+    mask_fn=mask_fn,
+    shorter_side=config.data.get("shorter_side", 0),
+    scale_range=_scale_range_option(config.data),
+    rot90=config.data.get("rot90", False),
+    jitter=config.data.get("color_jitter", 0.0),
+  )
+  return (
+    grain.MapDataset.source(source)
+    .seed(config.seed)
+    .shuffle()
+    .repeat()
+    .random_map(augment)[process_index::process_count]
+    .batch(batch, drop_remainder=True)
+  )
 
 
 def check_train_data(config, process_index: int = 0, process_count: int = 1) -> None:
@@ -263,14 +295,16 @@ def die_with_parent(worker_index: int, worker_count: int, *, parent_pid: int, po
   threading.Thread(target=watch, name="jaxinpaint-parent-watchdog", daemon=True).start()
 
 
-def make_train_iterator(config, process_index: int = 0, process_count: int = 1, *, source=None,
-                        mask_fn: MaskFn | None = None) -> grain.DatasetIterator:
+def make_train_iterator(
+  config, process_index: int = 0, process_count: int = 1, *, source=None, mask_fn: MaskFn | None = None
+) -> grain.DatasetIterator:
   """Iterator over `make_train_dataset(...)`; `get_state()`/`set_state()` resume it exactly."""
   return iter(make_train_dataset(config, process_index, process_count, source=source, mask_fn=mask_fn))
 
 
-def make_eval_batches(config, process_index: int = 0, process_count: int = 1, *, source=None,
-                      mask_fn: MaskFn | None = None) -> list[dict[str, np.ndarray]]:
+def make_eval_batches(
+  config, process_index: int = 0, process_count: int = 1, *, source=None, mask_fn: MaskFn | None = None
+) -> list[dict[str, np.ndarray]]:
   """The fixed held-out eval set, as this process's list of batches.
 
   Uses the largest multiple of the global batch G that is <= config.data.eval_examples (the rest is dropped, so
@@ -283,16 +317,23 @@ def make_eval_batches(config, process_index: int = 0, process_count: int = 1, *,
   batch = per_process_batch(config.batch_size, process_count)
   num_batches = config.data.eval_examples // config.batch_size
   if num_batches == 0:
-    raise ValueError(f"config.data.eval_examples={config.data.eval_examples} is smaller than the global batch "
-                     f"{config.batch_size}; no full eval batch")
+    raise ValueError(
+      f"config.data.eval_examples={config.data.eval_examples} is smaller than the global batch "
+      f"{config.batch_size}; no full eval batch"
+    )
   source = sources.make_source(config.data, "eval") if source is None else source
   if len(source) == 0:
     raise ValueError(f"eval source {source!r} is empty")
   mask_fn = configured_mask_fn(config.masks, config.masks.eval_kind) if mask_fn is None else mask_fn
   indices = [k * config.batch_size + process_index * batch + j for k in range(num_batches) for j in range(batch)]
-  prepare = functools.partial(eval_example, source=source, size=config.data.image_size,
-                              resize=_resize_option(config.data), mask_fn=mask_fn,
-                              shorter_side=config.data.get("shorter_side", 0))
+  prepare = functools.partial(
+    eval_example,
+    source=source,
+    size=config.data.image_size,
+    resize=_resize_option(config.data),
+    mask_fn=mask_fn,
+    shorter_side=config.data.get("shorter_side", 0),
+  )
   dataset = grain.MapDataset.source(indices).map(prepare).batch(batch, drop_remainder=True)
   return list(dataset.to_iter_dataset(READ_OPTIONS))
 

@@ -7,6 +7,7 @@ cheaply (grain's `mp_prefetch` workers are spawned and receive the source by pic
 
 Splits are 'train' and 'eval'; `make_source(config.data, split)` picks the source named by `config.data.source`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -121,13 +122,16 @@ def _tfds_error(tfds, builder_cls, name: str, split: str, data_dir: str | None, 
   if not builder.is_prepared():
     command = f"tfds build {name} --file_format=array_record" + (f" --data_dir={data_dir}" if data_dir else "")
     if getattr(builder_cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-      command += (f" --manual_dir=DIR (this dataset needs a manual download: put its source files in DIR, see"
-                  f" the TFDS catalog page for {name.split('/')[0].split(':')[0]})")
+      command += (
+        f" --manual_dir=DIR (this dataset needs a manual download: put its source files in DIR, see"
+        f" the TFDS catalog page for {name.split('/')[0].split(':')[0]})"
+      )
     return ValueError(f"TFDS dataset {name!r} is not prepared at {builder.data_path}; prepare it with: {command}")
   if str(builder.info.file_format).lower().endswith("tfrecord"):
     return ValueError(
-        f"TFDS dataset {name!r} at {builder.data_path} is TFRecord, which is not random-access; re-prepare it "
-        f"with: tfds build {name} --file_format=array_record into another data_dir")
+      f"TFDS dataset {name!r} at {builder.data_path} is TFRecord, which is not random-access; re-prepare it "
+      f"with: tfds build {name} --file_format=array_record into another data_dir"
+    )
   splits = sorted(builder.info.splits.keys())
   if split.split("[")[0] not in splits:
     return ValueError(f"TFDS dataset {name!r} has no split {split!r} (splits: {splits})")
@@ -180,8 +184,10 @@ class FolderSource:
     held = hold_out(files, self.path, eval_fraction)
     self.files = [f for f in files if (f in held) == (split == "eval")]
     if not self.files:
-      raise ValueError(f"image folder {path!r} has {len(files)} images, which leaves its {split!r} split empty "
-                       f"with eval_fraction={eval_fraction}")
+      raise ValueError(
+        f"image folder {path!r} has {len(files)} images, which leaves its {split!r} split empty "
+        f"with eval_fraction={eval_fraction}"
+      )
     self._bad: set[int] = set()
 
   @property
@@ -221,39 +227,41 @@ class FolderSource:
 
 def _packaged(package: str, *parts: str) -> Callable[[], np.ndarray]:
   """A photo file shipped in an installed package, opened without importing it (sklearn takes seconds)."""
+
   def load():
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
       raise FileNotFoundError(f"package {package!r} is not installed")
     with Image.open(os.path.join(list(spec.submodule_search_locations)[0], *parts)) as image:
       return np.asarray(image.convert("RGB"))
+
   return load
 
 
 DEMO_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
-    "astronaut": _packaged("skimage", "data", "astronaut.png"),
-    "rocket": _packaged("skimage", "data", "rocket.jpg"),
-    "hubble_deep_field": _packaged("skimage", "data", "hubble_deep_field.jpg"),
-    "immunohistochemistry": _packaged("skimage", "data", "ihc.png"),
-    "retina": _packaged("skimage", "data", "retina.jpg"),
-    "stereo_motorcycle": _packaged("skimage", "data", "motorcycle_left.png"),
-    "stereo_motorcycle_right": _packaged("skimage", "data", "motorcycle_right.png"),
-    "china": _packaged("sklearn", "datasets", "images", "china.jpg"),
-    "flower": _packaged("sklearn", "datasets", "images", "flower.jpg"),
-    # Grayscale photographs and textures (as RGB). Left out: the synthetic images (chessboard, colour wheel,
-    # logo, phantom, horse silhouette), the text scans (page, text) and the 102 px microaneurysms crop.
-    "camera": _packaged("skimage", "data", "camera.png"),
-    "moon": _packaged("skimage", "data", "moon.png"),
-    "coins": _packaged("skimage", "data", "coins.png"),
-    "cell": _packaged("skimage", "data", "cell.png"),
-    "clock_motion": _packaged("skimage", "data", "clock_motion.png"),
-    "brick": _packaged("skimage", "data", "brick.png"),
-    "grass": _packaged("skimage", "data", "grass.png"),
-    "gravel": _packaged("skimage", "data", "gravel.png"),
-    # Held out for eval: never seen in training.
-    "chelsea": _packaged("skimage", "data", "chelsea.png"),
-    "coffee": _packaged("skimage", "data", "coffee.png"),
-    "grace_hopper": _packaged("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
+  "astronaut": _packaged("skimage", "data", "astronaut.png"),
+  "rocket": _packaged("skimage", "data", "rocket.jpg"),
+  "hubble_deep_field": _packaged("skimage", "data", "hubble_deep_field.jpg"),
+  "immunohistochemistry": _packaged("skimage", "data", "ihc.png"),
+  "retina": _packaged("skimage", "data", "retina.jpg"),
+  "stereo_motorcycle": _packaged("skimage", "data", "motorcycle_left.png"),
+  "stereo_motorcycle_right": _packaged("skimage", "data", "motorcycle_right.png"),
+  "china": _packaged("sklearn", "datasets", "images", "china.jpg"),
+  "flower": _packaged("sklearn", "datasets", "images", "flower.jpg"),
+  # Grayscale photographs and textures (as RGB). Left out: the synthetic images (chessboard, colour wheel,
+  # logo, phantom, horse silhouette), the text scans (page, text) and the 102 px microaneurysms crop.
+  "camera": _packaged("skimage", "data", "camera.png"),
+  "moon": _packaged("skimage", "data", "moon.png"),
+  "coins": _packaged("skimage", "data", "coins.png"),
+  "cell": _packaged("skimage", "data", "cell.png"),
+  "clock_motion": _packaged("skimage", "data", "clock_motion.png"),
+  "brick": _packaged("skimage", "data", "brick.png"),
+  "grass": _packaged("skimage", "data", "grass.png"),
+  "gravel": _packaged("skimage", "data", "gravel.png"),
+  # Held out for eval: never seen in training.
+  "chelsea": _packaged("skimage", "data", "chelsea.png"),
+  "coffee": _packaged("skimage", "data", "coffee.png"),
+  "grace_hopper": _packaged("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
 }
 DEMO_EVAL_PHOTOS = ("chelsea", "coffee", "grace_hopper")
 

@@ -54,9 +54,11 @@ def _fold(values: jax.Array, size: int, stride: int, pad: tuple[int, int], out_s
 
   The transpose of extracting zero-padded windows, so window pixels that fall in the padding are dropped.
   """
+
   def extract(z):
     zp = jnp.pad(z, ((0, 0), pad, pad, (0, 0)))
     return lax.conv_general_dilated_patches(zp, (size, size), (stride, stride), "VALID", dimension_numbers=_NHWC)
+
   _, transpose = jax.vjp(extract, jnp.zeros(out_shape, values.dtype))
   return transpose(values)[0]
 
@@ -87,9 +89,13 @@ WARN_EVERY_SECONDS = 10.0  # the warning below repeats at most this often (it ru
 
 def _warn_no_candidates(count, total):
   logging.log_every_n_seconds(
-      logging.WARNING, "contextual attention: %d of %d examples have no known 3x3 patch to copy from (the hole "
-      "covers everything it could draw from); their attention output is 0.", WARN_EVERY_SECONDS, int(count),
-      int(total))
+    logging.WARNING,
+    "contextual attention: %d of %d examples have no known 3x3 patch to copy from (the hole "
+    "covers everything it could draw from); their attention output is 0.",
+    WARN_EVERY_SECONDS,
+    int(count),
+    int(total),
+  )
 
 
 SIMILARITIES = ("reference", "cosine")
@@ -100,10 +106,19 @@ def safe_norm(p: jax.Array, eps: float) -> jax.Array:
   return jnp.sqrt(jnp.sum(jnp.square(p), axis=-1, keepdims=True) + eps * eps)
 
 
-def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize: int = 3, rate: int = 2,
-                         fuse_k: int = 3, softmax_scale: float = 10.0, eps: float = 1e-4,
-                         similarity: str = "reference",
-                         warn: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+def contextual_attention(
+  f: jax.Array,
+  b: jax.Array,
+  valid: jax.Array,
+  *,
+  ksize: int = 3,
+  rate: int = 2,
+  fuse_k: int = 3,
+  softmax_scale: float = 10.0,
+  eps: float = 1e-4,
+  similarity: str = "reference",
+  warn: bool = True,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The contextual-attention layer (see the module docstring for the equations).
 
   `similarity`: 'reference' (logit = softmax_scale * <f_p, b_q / ||b_q||>) or 'cosine' (both normalised).
@@ -119,8 +134,10 @@ def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize:
     num_candidates: i32[B], usable background patches per example.
   """
   if f.ndim != 4 or f.shape != b.shape or valid.shape != f.shape[:3] + (1,):
-    raise ValueError(f"contextual_attention needs f, b [B, H, W, C] of one shape and valid [B, H, W, 1]; got "
-                     f"{f.shape}, {b.shape}, {valid.shape}")
+    raise ValueError(
+      f"contextual_attention needs f, b [B, H, W, C] of one shape and valid [B, H, W, 1]; got "
+      f"{f.shape}, {b.shape}, {valid.shape}"
+    )
   if similarity not in SIMILARITIES:
     raise ValueError(f"contextual_attention similarity must be one of {SIMILARITIES}; got {similarity!r}")
   if rate < 1 or ksize % 2 == 0 or fuse_k % 2 == 0:
@@ -161,8 +178,7 @@ def contextual_attention(f: jax.Array, b: jax.Array, valid: jax.Array, *, ksize:
 
   pasted = jnp.einsum("bpq,bqk->bpk", attention, raw.astype(jnp.float32)).reshape(batch, hh, wh, -1)
   y = _fold(pasted, 2 * rate, rate, raw_pad, (batch, height, width, channels))
-  overlap = _fold(jnp.ones((1, hh, wh, 4 * rate * rate), jnp.float32), 2 * rate, rate, raw_pad,
-                  (1, height, width, 1))
+  overlap = _fold(jnp.ones((1, hh, wh, 4 * rate * rate), jnp.float32), 2 * rate, rate, raw_pad, (1, height, width, 1))
   y = (y / overlap).astype(dtype)
 
   best = jnp.argmax(attention, axis=-1).reshape(batch, hh, wh)
@@ -187,8 +203,16 @@ class ContextualAttention(nn.Module):
 
   @nn.compact
   def __call__(self, f: jax.Array, b: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    y, offsets, _ = contextual_attention(f, b, valid, ksize=self.ksize, rate=self.rate, fuse_k=self.fuse_k,
-                                         softmax_scale=self.softmax_scale, similarity=self.similarity)
+    y, offsets, _ = contextual_attention(
+      f,
+      b,
+      valid,
+      ksize=self.ksize,
+      rate=self.rate,
+      fuse_k=self.fuse_k,
+      softmax_scale=self.softmax_scale,
+      similarity=self.similarity,
+    )
     return y, offsets
 
 

@@ -119,8 +119,16 @@ class FFC(nn.Module):
     else:
       raise ValueError(f"FFC padding_mode must be 'reflect' or 'zeros'; got {self.padding_mode!r}")
     k = self.kernel_size
-    return nn.Conv(features, (k, k), strides=(self.stride, self.stride), padding="VALID",
-                   kernel_dilation=(self.dilation, self.dilation), use_bias=False, dtype=self.dtype, name=name)(x)
+    return nn.Conv(
+      features,
+      (k, k),
+      strides=(self.stride, self.stride),
+      padding="VALID",
+      kernel_dilation=(self.dilation, self.dilation),
+      use_bias=False,
+      dtype=self.dtype,
+      name=name,
+    )(x)
 
   @nn.compact
   def __call__(self, x_l: jax.Array, x_g: jax.Array | None, train: bool = False):
@@ -135,8 +143,9 @@ class FFC(nn.Module):
     if out_g:
       y_g = self._conv(x_l, out_g, "conv_l2g")
       if x_g is not None:
-        y_g = y_g + SpectralTransform(out_g, self.stride, self.norm_momentum, self.norm_epsilon, self.dtype,
-                                      name="conv_g2g")(x_g, train)
+        y_g = y_g + SpectralTransform(
+          out_g, self.stride, self.norm_momentum, self.norm_epsilon, self.dtype, name="conv_g2g"
+        )(x_g, train)
     return y_l, y_g
 
 
@@ -157,8 +166,19 @@ class FFCBNAct(nn.Module):
 
   @nn.compact
   def __call__(self, x_l: jax.Array, x_g: jax.Array | None, train: bool = False):
-    y_l, y_g = FFC(self.features, self.kernel_size, self.ratio_gout, self.stride, self.padding, self.dilation,
-                   self.padding_mode, self.norm_momentum, self.norm_epsilon, self.dtype, name="ffc")(x_l, x_g, train)
+    y_l, y_g = FFC(
+      self.features,
+      self.kernel_size,
+      self.ratio_gout,
+      self.stride,
+      self.padding,
+      self.dilation,
+      self.padding_mode,
+      self.norm_momentum,
+      self.norm_epsilon,
+      self.dtype,
+      name="ffc",
+    )(x_l, x_g, train)
     bn = lambda name: batch_norm(train, self.norm_momentum, self.norm_epsilon, self.dtype, name)
     if y_l is not None:
       y_l = self.activation(bn("bn_l")(y_l))
@@ -180,12 +200,22 @@ class FFCResnetBlock(nn.Module):
   def __call__(self, x_l: jax.Array, x_g: jax.Array | None, train: bool = False):
     features = x_l.shape[-1] + (0 if x_g is None else x_g.shape[-1])
     if split_channels(features, self.ratio) != (x_l.shape[-1], 0 if x_g is None else x_g.shape[-1]):
-      raise ValueError(f"FFCResnetBlock(ratio={self.ratio}) needs the input split "
-                       f"{split_channels(features, self.ratio)}; got {x_l.shape[-1]} + "
-                       f"{0 if x_g is None else x_g.shape[-1]}")
+      raise ValueError(
+        f"FFCResnetBlock(ratio={self.ratio}) needs the input split "
+        f"{split_channels(features, self.ratio)}; got {x_l.shape[-1]} + "
+        f"{0 if x_g is None else x_g.shape[-1]}"
+      )
     y_l, y_g = x_l, x_g
     for name in ("conv1", "conv2"):
-      y_l, y_g = FFCBNAct(features, 3, self.ratio, padding=self.dilation, dilation=self.dilation,
-                          norm_momentum=self.norm_momentum, norm_epsilon=self.norm_epsilon, dtype=self.dtype,
-                          name=name)(y_l, y_g, train)
+      y_l, y_g = FFCBNAct(
+        features,
+        3,
+        self.ratio,
+        padding=self.dilation,
+        dilation=self.dilation,
+        norm_momentum=self.norm_momentum,
+        norm_epsilon=self.norm_epsilon,
+        dtype=self.dtype,
+        name=name,
+      )(y_l, y_g, train)
     return x_l + y_l, None if x_g is None else x_g + y_g

@@ -76,9 +76,7 @@ def check_shapes(x, valid) -> None:
   if len(x_shape) != 4 or len(valid_shape) != 4:
     raise ValueError(f"x {x_shape} and valid {valid_shape} must both be rank 4 (B, H, W, C)")
   if valid_shape[:3] != x_shape[:3] or valid_shape[3] not in (1, x_shape[3]):
-    raise ValueError(
-      f"valid {valid_shape} must be (B, H, W, 1) or (B, H, W, C) matching x {x_shape}"
-    )
+    raise ValueError(f"valid {valid_shape} must be (B, H, W, 1) or (B, H, W, C) matching x {x_shape}")
   if not isinstance(valid, jax.core.Tracer):
     check_valid(valid)
 
@@ -141,9 +139,11 @@ def upsample2(x: jax.Array) -> jax.Array:
 
 def _phase_kernels(kernel: jax.Array) -> jax.Array:
   """(3, 3, Ci, Co) -> the sub-pixel 2x2 kernels (a, b, Ci, p, q, Co) = sum T[p,a,ky] T[q,b,kx] K[ky, kx], as adds."""
+
   def fold(k, axis):  # taps along `axis` -> (phase, low tap) pairs: p=0: (k0, k1+k2), p=1: (k0+k1, k2)
     k0, k1, k2 = (lax.index_in_dim(k, i, axis, keepdims=False) for i in range(3))
     return jnp.stack([jnp.stack([k0, k1 + k2]), jnp.stack([k0 + k1, k2])])
+
   rows = fold(kernel, 0)  # (p, a, kx, Ci, Co)
   both = fold(rows, 2)  # (q, b, p, a, Ci, Co)
   return jnp.transpose(both, (3, 1, 4, 2, 0, 5))  # (a, b, Ci, p, q, Co)
@@ -168,7 +168,7 @@ def upsampled_conv3x3(x: jax.Array, kernel: jax.Array, pad_barrier: str = "auto"
     x = lax.optimization_barrier(x)
   y = lax.conv_general_dilated(x, phases, (1, 1), "VALID", dimension_numbers=_NHWC)
   y = y.reshape(b, h + 1, w + 1, 2, 2, co)
-  rows = [jnp.stack([y[:, p:p + h, q:q + w, p, q] for q in (0, 1)], axis=3) for p in (0, 1)]
+  rows = [jnp.stack([y[:, p : p + h, q : q + w, p, q] for q in (0, 1)], axis=3) for p in (0, 1)]
   return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, co)
 
 
@@ -201,12 +201,17 @@ def _strided_conv_bwd(strides, pads, residuals, dy):
     for ex in range(sw):
       sub = kernel[ey::sh, ex::sw][::-1, ::-1]  # (Jy, Jx, Cin, Cout), flipped
       jy, jx = sub.shape[:2]
-      z = lax.conv_general_dilated(dy, jnp.swapaxes(sub, 2, 3), (1, 1),
-                                   ((jy - 1, max(uh - oh, 0)), (jx - 1, max(uw - ow, 0))), dimension_numbers=_NHWC)
+      z = lax.conv_general_dilated(
+        dy,
+        jnp.swapaxes(sub, 2, 3),
+        (1, 1),
+        ((jy - 1, max(uh - oh, 0)), (jx - 1, max(uw - ow, 0))),
+        dimension_numbers=_NHWC,
+      )
       row.append(z[:, :uh, :uw])
     phases.append(jnp.stack(row, axis=3))  # (B, Uh, Uw, sw, Cin)
   dx = jnp.stack(phases, axis=2).reshape(b, uh * sh, uw * sw, cin)  # padded-input coordinates
-  return dx[:, lo_h:lo_h + h, lo_w:lo_w + w].astype(x.dtype), dkernel
+  return dx[:, lo_h : lo_h + h, lo_w : lo_w + w].astype(x.dtype), dkernel
 
 
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
@@ -264,8 +269,9 @@ class _MaskedConvBase(nn.Module):
     bias = self.param("bias", self.bias_init, (out_features,), self.param_dtype) if self.use_bias else None
     if x_skip is not None:
       if kernel_size != (3, 3) or strides != (1, 1) or dilation != (1, 1):
-        raise ValueError(f"skip needs a 3x3 stride-1 undilated conv; got kernel {kernel_size}, strides {strides}, "
-                         f"dilation {dilation}")
+        raise ValueError(
+          f"skip needs a 3x3 stride-1 undilated conv; got kernel {kernel_size}, strides {strides}, dilation {dilation}"
+        )
       x, x_skip, kernel = promote_dtype(x, x_skip, kernel, dtype=self.dtype)
       cx = x.shape[-1]
       y_skip = lax.conv_general_dilated(x_skip, kernel[:, :, cx:], (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
@@ -275,12 +281,7 @@ class _MaskedConvBase(nn.Module):
     if subpixel and strides != (1, 1) and dilation == (1, 1) and all(k >= s for k, s in zip(kernel_size, strides)):
       return strided_conv(x, kernel, strides, tuple(tuple(p) for p in pads)), bias
     y = lax.conv_general_dilated(
-      x,
-      kernel,
-      window_strides=strides,
-      padding=pads,
-      rhs_dilation=dilation,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
     return y, bias
 

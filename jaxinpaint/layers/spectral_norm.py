@@ -30,8 +30,9 @@ def _l2_normalize(x: jax.Array, eps: float) -> jax.Array:
   return x * lax.rsqrt(jnp.sum(jnp.square(x)) + eps)
 
 
-def spectral_normalize(matrix: jax.Array, u: jax.Array, n_iterations: int = 1,
-                       eps: float = 1e-12) -> tuple[jax.Array, jax.Array, jax.Array]:
+def spectral_normalize(
+  matrix: jax.Array, u: jax.Array, n_iterations: int = 1, eps: float = 1e-12
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """matrix f32[K, N], u f32[N] -> (matrix / sigma, new u f32[N], sigma f32[]) after `n_iterations` steps."""
   if matrix.ndim != 2 or u.shape != (matrix.shape[1],):
     raise ValueError(f"spectral_normalize needs matrix [K, N] and u [N]; got {matrix.shape} and {u.shape}")
@@ -66,14 +67,22 @@ class SpectralConv(nn.Module):
   def __call__(self, x: jax.Array, update_stats: bool) -> jax.Array:
     kh, kw = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
-    u_var = self.variable(SPECTRAL, "u", lambda: _l2_normalize(
-        jax.random.normal(self.make_rng("params"), (self.features,), jnp.float32), self.eps))
+    u_var = self.variable(
+      SPECTRAL,
+      "u",
+      lambda: _l2_normalize(jax.random.normal(self.make_rng("params"), (self.features,), jnp.float32), self.eps),
+    )
     w, u, _ = spectral_normalize(kernel.reshape(-1, self.features), u_var.value, self.n_iterations, self.eps)
     if update_stats and not self.is_initializing():
       u_var.value = u
     dtype = self.dtype or x.dtype
-    y = lax.conv_general_dilated(x.astype(dtype), w.reshape(kernel.shape).astype(dtype), self.strides, "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = lax.conv_general_dilated(
+      x.astype(dtype),
+      w.reshape(kernel.shape).astype(dtype),
+      self.strides,
+      "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32).astype(dtype)
     return y

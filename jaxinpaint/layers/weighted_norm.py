@@ -84,9 +84,7 @@ class WeightedBatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x, valid, use_running_average: bool | None = None):
     check_shapes(x, valid)
-    use_running_average = nn.merge_param(
-      "use_running_average", self.use_running_average, use_running_average
-    )
+    use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
     features = x.shape[-1]
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,))
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (features,))

@@ -19,6 +19,19 @@ def make_model(name: str, **kwargs):
   return MODELS[name](**kwargs)
 
 
-__all__ = ["DCGANDiscriminator", "DCGANGenerator", "DeepFillV1Generator", "DeepFillV2Generator", "GlobalCritic",
-           "InpaintingUNet", "LamaGenerator", "LocalCritic", "NLayerDiscriminator", "SNPatchGAN", "MODELS",
-           "composite", "make_model", "upsample2"]
+__all__ = [
+  "DCGANDiscriminator",
+  "DCGANGenerator",
+  "DeepFillV1Generator",
+  "DeepFillV2Generator",
+  "GlobalCritic",
+  "InpaintingUNet",
+  "LamaGenerator",
+  "LocalCritic",
+  "NLayerDiscriminator",
+  "SNPatchGAN",
+  "MODELS",
+  "composite",
+  "make_model",
+  "upsample2",
+]

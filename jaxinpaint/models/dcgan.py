@@ -33,9 +33,11 @@ def depth_to_space(x: jax.Array) -> jax.Array:
 
 def icnr_init(base_init=DCGAN_INIT):
   """Kernel init for a conv feeding `depth_to_space`: one kernel tiled over the four phases (Aitken et al.)."""
+
   def init(key, shape, dtype=jnp.float32):
     kh, kw, cin, c4 = shape
     return jnp.tile(base_init(key, (kh, kw, cin, c4 // 4), dtype), (1, 1, 1, 4))
+
   return init
 
 
@@ -48,8 +50,9 @@ class SubpixelUp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.Conv(4 * self.features, (3, 3), padding="SAME", use_bias=self.use_bias, kernel_init=icnr_init(),
-                dtype=self.dtype)(x)
+    x = nn.Conv(
+      4 * self.features, (3, 3), padding="SAME", use_bias=self.use_bias, kernel_init=icnr_init(), dtype=self.dtype
+    )(x)
     return depth_to_space(x)
 
 
@@ -60,8 +63,10 @@ def image_size_of(num_upsamplings: int) -> int:
 def check_image_size(image: jax.Array, size: int, who: str) -> None:
   """ValueError naming the size `who` needs when `image` is not f32[B, size, size, 3]."""
   if image.ndim != 4 or image.shape[1:3] != (size, size) or image.shape[3] != 3:
-    raise ValueError(f"{who} works on {size}x{size} RGB images (f32[B, {size}, {size}, 3]); got shape "
-                     f"{tuple(image.shape)} — resize or crop to {size}x{size}")
+    raise ValueError(
+      f"{who} works on {size}x{size} RGB images (f32[B, {size}, {size}, 3]); got shape "
+      f"{tuple(image.shape)} — resize or crop to {size}x{size}"
+    )
 
 
 class DCGANGenerator(nn.Module):
@@ -86,10 +91,12 @@ class DCGANGenerator(nn.Module):
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     if z.ndim != 2 or z.shape[-1] != self.latent_dim:
       raise ValueError(f"DCGANGenerator takes z of shape [B, {self.latent_dim}]; got {tuple(z.shape)}")
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=self.norm_momentum,
-                                     epsilon=self.norm_epsilon, dtype=self.dtype, name=name)
-    x = nn.Dense(BASE * BASE * self.features[0], kernel_init=DCGAN_INIT, use_bias=False, dtype=self.dtype,
-                 name="project")(z.astype(self.dtype))
+    norm = lambda name: nn.BatchNorm(
+      use_running_average=not train, momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name
+    )
+    x = nn.Dense(
+      BASE * BASE * self.features[0], kernel_init=DCGAN_INIT, use_bias=False, dtype=self.dtype, name="project"
+    )(z.astype(self.dtype))
     x = nn.relu(norm("norm0")(x.reshape(z.shape[0], BASE, BASE, self.features[0])))
     for i, width in enumerate(self.features[1:], start=1):
       x = SubpixelUp(width, use_bias=False, dtype=self.dtype, name=f"up{i}")(x)  # bias is the norm's job
@@ -116,11 +123,24 @@ class DCGANDiscriminator(nn.Module):
     check_image_size(image, self.image_size, "DCGANDiscriminator")
     x = image.astype(self.dtype)
     for i, width in enumerate(self.features):
-      x = nn.Conv(width, (5, 5), strides=(2, 2), padding="SAME", use_bias=i == 0, kernel_init=DCGAN_INIT,
-                  dtype=self.dtype, name=f"conv{i}")(x)
+      x = nn.Conv(
+        width,
+        (5, 5),
+        strides=(2, 2),
+        padding="SAME",
+        use_bias=i == 0,
+        kernel_init=DCGAN_INIT,
+        dtype=self.dtype,
+        name=f"conv{i}",
+      )(x)
       if i > 0:  # Radford et al.: no norm on the discriminator's input layer
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.norm_momentum, epsilon=self.norm_epsilon,
-                         dtype=self.dtype, name=f"norm{i}")(x)
+        x = nn.BatchNorm(
+          use_running_average=not train,
+          momentum=self.norm_momentum,
+          epsilon=self.norm_epsilon,
+          dtype=self.dtype,
+          name=f"norm{i}",
+        )(x)
       x = nn.leaky_relu(x, 0.2)
     x = x.reshape(x.shape[0], -1)
     return nn.Dense(self.num_logits, kernel_init=DCGAN_INIT, dtype=self.dtype, name="logits")(x).astype(jnp.float32)

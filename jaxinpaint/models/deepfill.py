@@ -40,12 +40,15 @@ DOWNSAMPLE = 8  # two stride-2 convs, then contextual attention's rate 2
 def check_generator_input(image: jax.Array, valid: jax.Array, name: str) -> None:
   """Raises ValueError naming the shapes when a DeepFill generator cannot take them."""
   if image.ndim != 4 or image.shape[-1] != 3 or valid.shape != image.shape[:3] + (1,):
-    raise ValueError(f"{name} expects image f32[B, H, W, 3] and valid f32[B, H, W, 1]; got {image.shape} and "
-                     f"{valid.shape}")
+    raise ValueError(
+      f"{name} expects image f32[B, H, W, 3] and valid f32[B, H, W, 1]; got {image.shape} and {valid.shape}"
+    )
   h, w = image.shape[1:3]
   if h % DOWNSAMPLE or w % DOWNSAMPLE:
-    raise ValueError(f"{name} needs H and W divisible by {DOWNSAMPLE} (two stride-2 convs and attention at rate "
-                     f"2); got {h}x{w}. Pad or crop to e.g. {max(DOWNSAMPLE, h // DOWNSAMPLE * DOWNSAMPLE)}.")
+    raise ValueError(
+      f"{name} needs H and W divisible by {DOWNSAMPLE} (two stride-2 convs and attention at rate "
+      f"2); got {h}x{w}. Pad or crop to e.g. {max(DOWNSAMPLE, h // DOWNSAMPLE * DOWNSAMPLE)}."
+    )
 
 
 class _TwoStageGenerator(nn.Module):
@@ -63,14 +66,22 @@ class _TwoStageGenerator(nn.Module):
 
   def _conv(self, width, kernel, name, stride=1, rate=1, activation=nn.elu):
     """One reference `gen_conv`: returns f(h, m) -> (h, m) at the new resolution."""
+
     def apply(h, m):
-      common = dict(kernel_size=(kernel, kernel), strides=(stride, stride), kernel_dilation=(rate, rate),
-                    dtype=self.dtype, name=name, strided_grad=self.strided_grad)
+      common = dict(
+        kernel_size=(kernel, kernel),
+        strides=(stride, stride),
+        kernel_dilation=(rate, rate),
+        dtype=self.dtype,
+        name=name,
+        strided_grad=self.strided_grad,
+      )
       if self.gated:
         h, m = layers.GatedConv(features=max(width // 2, 1), activation=activation, **common)(h, m)
         return checkpoint_name(h, BLOCK_OUTPUT), m
       h, m = layers.PlainConv(features=width, **common)(h, m)
       return checkpoint_name(activation(h), BLOCK_OUTPUT), m
+
     return apply
 
   def _output(self, h, m, name):
@@ -133,9 +144,9 @@ class _TwoStageGenerator(nn.Module):
     h, m = self._conv(4 * c, 3, "pmconv6", activation=nn.relu)(h, m)
     # a feature pixel is known only if its whole 4x4 block of image pixels is
     known = block_min(valid, 4)
-    h, offsets = ContextualAttention(rate=2, softmax_scale=self.softmax_scale,
-                                     similarity=self.attention_similarity, name="attention")(
-        h.astype(jnp.float32), h.astype(jnp.float32), known)
+    h, offsets = ContextualAttention(
+      rate=2, softmax_scale=self.softmax_scale, similarity=self.attention_similarity, name="attention"
+    )(h.astype(jnp.float32), h.astype(jnp.float32), known)
     h, m = self._conv(4 * c, 3, "pmconv9")(h.astype(dt), m)
     h, m = self._conv(4 * c, 3, "pmconv10")(h, m)
 

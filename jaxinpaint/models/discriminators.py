@@ -84,6 +84,8 @@ def hole_box_origin(valid: jax.Array, size: int) -> jax.Array:
 
 def local_patch(x: jax.Array, origin: jax.Array, size: int) -> jax.Array:
   """x f32[B, H, W, C], origin i32[B, 2] (top, left) -> f32[B, size, size, C]."""
+
   def one(xi, oi):
     return lax.dynamic_slice(xi, (oi[0], oi[1], 0), (size, size, xi.shape[-1]))
+
   return jax.vmap(one)(x, origin)

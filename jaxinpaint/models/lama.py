@@ -53,17 +53,17 @@ class LamaGenerator(nn.Module):
     x_l, x_g = FFCBNAct(self.ngf, 7, 0.0, name="stem", **norm)(reflect_pad(x, 3), None, train)
     for i in range(self.n_downsampling):
       last = i == self.n_downsampling - 1
-      width = min(self.max_features, self.ngf * 2**(i + 1))
-      x_l, x_g = FFCBNAct(width, 3, self.ratio_g if last else 0.0, stride=2, padding=1, name=f"down{i}",
-                          **norm)(x_l, x_g, train)
+      width = min(self.max_features, self.ngf * 2 ** (i + 1))
+      x_l, x_g = FFCBNAct(width, 3, self.ratio_g if last else 0.0, stride=2, padding=1, name=f"down{i}", **norm)(
+        x_l, x_g, train
+      )
     for i in range(self.n_blocks):
       x_l, x_g = FFCResnetBlock(self.ratio_g, name=f"block{i}", **norm)(x_l, x_g, train)
     h = x_l if x_g is None else jnp.concatenate([x_l, x_g], axis=-1)
     for i in range(self.n_downsampling):
-      width = min(self.max_features, self.ngf * 2**(self.n_downsampling - i - 1))
+      width = min(self.max_features, self.ngf * 2 ** (self.n_downsampling - i - 1))
       # PyTorch ConvTranspose2d(k 3, stride 2, padding 1, output_padding 1): pads (k-1-p, k-1-p+op) = (1, 2)
-      h = nn.ConvTranspose(width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), dtype=self.dtype,
-                           name=f"up{i}")(h)
+      h = nn.ConvTranspose(width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), dtype=self.dtype, name=f"up{i}")(h)
       h = nn.relu(batch_norm(train, self.norm_momentum, self.norm_epsilon, self.dtype, f"up{i}_bn")(h))
     h = nn.Conv(3, (7, 7), padding="VALID", dtype=self.dtype, name="out")(reflect_pad(h, 3))
     return 2.0 * jax.nn.sigmoid(h.astype(jnp.float32)) - 1.0
@@ -80,8 +80,9 @@ class NLayerDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, list[jax.Array]]:
-    conv = lambda width, stride, name: nn.Conv(width, (4, 4), strides=(stride, stride), padding=((2, 2), (2, 2)),
-                                               name=name)
+    conv = lambda width, stride, name: nn.Conv(
+      width, (4, 4), strides=(stride, stride), padding=((2, 2), (2, 2)), name=name
+    )
     features = []
     h = nn.leaky_relu(conv(self.ndf, 2, "conv0")(x), 0.2)
     features.append(h)

@@ -41,12 +41,20 @@ def stage_plan(stage: int) -> tuple[int, int, int]:
   return ((1, 1, 1), (2, 1, 1), (1, 1, 2), (1, 2, 4))[stage]
 
 
-def _conv_bn(module: nn.Module, x: jax.Array, index: str, features: int, kernel: int, stride: int = 1,
-             dilation: int = 1) -> jax.Array:
+def _conv_bn(
+  module: nn.Module, x: jax.Array, index: str, features: int, kernel: int, stride: int = 1, dilation: int = 1
+) -> jax.Array:
   """conv{index} + bn{index} as direct children of `module` (so the names match the state dict)."""
   pad = dilation * (kernel // 2)
-  x = nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)), kernel_dilation=dilation,
-              use_bias=False, name=f"conv{index}")(x)
+  x = nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=stride,
+    padding=((pad, pad), (pad, pad)),
+    kernel_dilation=dilation,
+    use_bias=False,
+    name=f"conv{index}",
+  )(x)
   return nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name=f"bn{index}")(x)
 
 
@@ -67,8 +75,9 @@ class Bottleneck(nn.Module):
     y = nn.relu(_conv_bn(self, y, "2", self.planes, 3, self.stride, self.dilation))
     y = _conv_bn(self, y, "3", self.planes * EXPANSION, 1)
     if self.downsample:
-      x = nn.Conv(self.planes * EXPANSION, (1, 1), strides=self.stride, padding="VALID", use_bias=False,
-                  name="downsample_conv")(x)
+      x = nn.Conv(
+        self.planes * EXPANSION, (1, 1), strides=self.stride, padding="VALID", use_bias=False, name="downsample_conv"
+      )(x)
       x = nn.BatchNorm(use_running_average=True, epsilon=BN_EPSILON, name="downsample_bn")(x)
     return nn.relu(y + x)
 
@@ -99,14 +108,20 @@ class ResNetDilated(nn.Module):
       stride, first_dilation, dilation = stage_plan(stage)
       planes = self.base_width * 2**stage
       for i in range(count):
-        x = Bottleneck(planes, stride if i == 0 else 1, first_dilation if i == 0 else dilation, downsample=i == 0,
-                       name=f"layer{stage + 1}_{i}")(x)
+        x = Bottleneck(
+          planes,
+          stride if i == 0 else 1,
+          first_dilation if i == 0 else dilation,
+          downsample=i == 0,
+          name=f"layer{stage + 1}_{i}",
+        )(x)
       features.append(x)
     return features
 
 
-def expected_shapes(blocks: Sequence[int] = BLOCKS, stem_width: int = STEM_WIDTH, base_width: int = BASE_WIDTH
-                    ) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+  blocks: Sequence[int] = BLOCKS, stem_width: int = STEM_WIDTH, base_width: int = BASE_WIDTH
+) -> dict[str, tuple[int, ...]]:
   """{npz key: shape} of every array `ResNetDilated(blocks, stem_width, base_width)` needs, in network order."""
   shapes = {}
 
@@ -158,8 +173,11 @@ def arrays_to_variables(arrays: dict[str, np.ndarray]) -> tuple[ResNetDilated, d
   expected = expected_shapes(blocks, stem_width, base_width)
   problems = [f"missing {k}" for k in expected if k not in arrays]
   problems += [f"unexpected {k}" for k in arrays if k not in expected]
-  problems += [f"{k} has shape {arrays[k].shape}, expected {s}" for k, s in expected.items()
-               if k in arrays and tuple(arrays[k].shape) != s]
+  problems += [
+    f"{k} has shape {arrays[k].shape}, expected {s}"
+    for k, s in expected.items()
+    if k in arrays and tuple(arrays[k].shape) != s
+  ]
   if problems:
     raise ValueError("; ".join(problems[:6]) + (f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""))
   variables = {"params": {}, "batch_stats": {}}
@@ -181,8 +199,9 @@ def load_resnet_pl(path: str | os.PathLike) -> tuple[ResNetDilated, dict]:
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"ResNet-PL weights file {path!r} does not exist; make it with "
-                            "scripts/convert_resnet_pl.py")
+    raise FileNotFoundError(
+      f"ResNet-PL weights file {path!r} does not exist; make it with scripts/convert_resnet_pl.py"
+    )
   try:
     with np.load(path, allow_pickle=False) as archive:
       arrays = {key: np.asarray(archive[key]) for key in archive.files}

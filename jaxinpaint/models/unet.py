@@ -39,17 +39,19 @@ def check_unet_input(image: jnp.ndarray, valid: jnp.ndarray, depth: int) -> None
   """Raises ValueError naming the shapes when the U-Net cannot take `image`/`valid`."""
   if image.ndim != 4 or valid.ndim != 4:
     raise ValueError(
-        f"InpaintingUNet expects image f32[B, H, W, C] and valid f32[B, H, W, 1]; got image {image.shape} and "
-        f"valid {valid.shape}")
+      f"InpaintingUNet expects image f32[B, H, W, C] and valid f32[B, H, W, 1]; got image {image.shape} and "
+      f"valid {valid.shape}"
+    )
   if valid.shape[:3] != image.shape[:3] or valid.shape[3] != 1:
     raise ValueError(f"valid must be f32[B, H, W, 1] matching image {image.shape}; got {valid.shape}")
   step = 2**depth
   h, w = image.shape[1:3]
   if h % step or w % step:
     raise ValueError(
-        f"InpaintingUNet(depth={depth}) needs H and W divisible by 2**{depth} = {step}; got H={h}, W={w} "
-        f"(image {image.shape}). Sizes that work: {step}, {2 * step}, {3 * step}, ... — pad or crop, or lower "
-        f"`depth`.")
+      f"InpaintingUNet(depth={depth}) needs H and W divisible by 2**{depth} = {step}; got H={h}, W={w} "
+      f"(image {image.shape}). Sizes that work: {step}, {2 * step}, {3 * step}, ... — pad or crop, or lower "
+      f"`depth`."
+    )
 
 
 class InpaintingUNet(nn.Module):
@@ -115,17 +117,18 @@ class InpaintingUNet(nn.Module):
         return h
       if norm == "weighted_batch":
         return layers.WeightedBatchNorm(
-            momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name)(
-                h, m, use_running_average=use_running_average)
-      return nn.BatchNorm(
-          momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name)(
-              h, use_running_average=use_running_average)
+          momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name
+        )(h, m, use_running_average=use_running_average)
+      return nn.BatchNorm(momentum=self.norm_momentum, epsilon=self.norm_epsilon, dtype=self.dtype, name=name)(
+        h, use_running_average=use_running_average
+      )
 
     h, m = x, valid
     for level in range(self.depth):
       k = self._kernel(level)
-      h, m = conv_cls(self._width(level), (k, k), strides=(2, 2), dtype=self.dtype, name=f"enc{level + 1}",
-                      **paths)(h, m)
+      h, m = conv_cls(self._width(level), (k, k), strides=(2, 2), dtype=self.dtype, name=f"enc{level + 1}", **paths)(
+        h, m
+      )
       if level > 0:
         h = normalise(h, m, f"enc{level + 1}_norm", not train or self.freeze_encoder_norm)
       h = checkpoint_name(nn.relu(h), BLOCK_OUTPUT)
@@ -147,8 +150,13 @@ class InpaintingUNet(nn.Module):
       else:
         h, m = upsample2(h), upsample2(m)
         if carries_mask:
-          cat_m = jnp.concatenate([jnp.broadcast_to(m, h.shape[:3] + (h.shape[-1],)),
-                                   jnp.broadcast_to(skip_m, skip_h.shape[:3] + (skip_h.shape[-1],))], axis=-1)
+          cat_m = jnp.concatenate(
+            [
+              jnp.broadcast_to(m, h.shape[:3] + (h.shape[-1],)),
+              jnp.broadcast_to(skip_m, skip_h.shape[:3] + (skip_h.shape[-1],)),
+            ],
+            axis=-1,
+          )
         else:
           cat_m = jnp.maximum(m, skip_m)
         h, m = dec(jnp.concatenate([h, skip_h.astype(h.dtype)], axis=-1), cat_m)

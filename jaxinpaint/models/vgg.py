@@ -20,9 +20,9 @@ import numpy as np
 
 # (name, in channels, out channels) in order; a 2x2 max-pool ends each block.
 VGG16_BLOCKS = (
-    (("conv1_1", 3, 64), ("conv1_2", 64, 64)),
-    (("conv2_1", 64, 128), ("conv2_2", 128, 128)),
-    (("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256)),
+  (("conv1_1", 3, 64), ("conv1_2", 64, 64)),
+  (("conv2_1", 64, 128), ("conv2_2", 128, 128)),
+  (("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256)),
 )
 VGG16_LAYERS = tuple(layer for block in VGG16_BLOCKS for layer in block)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,6 +82,8 @@ def load_vgg16_params(path: str | os.PathLike) -> dict:
       else:
         params[name][kind] = jnp.asarray(arrays[key], jnp.float32)
   if problems:
-    raise ValueError(f"VGG16 weights file {path!r} is not a VGG16 pool3 npz: {'; '.join(problems)} "
-                     f"(found keys {sorted(arrays)[:8]}...)")
+    raise ValueError(
+      f"VGG16 weights file {path!r} is not a VGG16 pool3 npz: {'; '.join(problems)} "
+      f"(found keys {sorted(arrays)[:8]}...)"
+    )
   return params

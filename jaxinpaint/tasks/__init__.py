@@ -17,8 +17,12 @@ from jaxinpaint.tasks.deepfill import DeepFillTask
 from jaxinpaint.tasks.lama import LamaTask
 from jaxinpaint.tasks.unet import InpaintingTask
 
-TASKS: dict[str, Callable[..., Task]] = {"inpainting": InpaintingTask, "dcgan": DCGANTask, "deepfill": DeepFillTask,
-                                         "lama": LamaTask}
+TASKS: dict[str, Callable[..., Task]] = {
+  "inpainting": InpaintingTask,
+  "dcgan": DCGANTask,
+  "deepfill": DeepFillTask,
+  "lama": LamaTask,
+}
 
 
 def make_task(config: ml_collections.ConfigDict, **kwargs) -> Task:

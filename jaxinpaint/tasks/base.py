@@ -41,8 +41,9 @@ class Task(Protocol):
   def make_optimizer(self, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(the optimiser over params, the schedule logged as learning_rate) for a run of `num_steps`."""
 
-  def loss_fn(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array,
-              step: jax.Array) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
+  def loss_fn(
+    self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array, step: jax.Array
+  ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
     """(scalar loss, (new model_state, {metric name: scalar})); differentiated w.r.t. params."""
 
   def predict(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -73,8 +74,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # config.train.remat -> jax.checkpoint policy over the generator's forward ('none': no checkpoint). 'blocks' keeps
 # each block's output (models.unet.BLOCK_OUTPUT) and recomputes what is inside a block; 'full' keeps nothing.
-REMAT_POLICIES = {"none": None, "blocks": jax.checkpoint_policies.save_only_these_names(BLOCK_OUTPUT),
-                  "full": jax.checkpoint_policies.nothing_saveable}
+REMAT_POLICIES = {
+  "none": None,
+  "blocks": jax.checkpoint_policies.save_only_these_names(BLOCK_OUTPUT),
+  "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 
 def remat(config: ml_collections.ConfigDict, fn: Callable) -> Callable:

@@ -56,22 +56,33 @@ class DCGANTask(base.SingleStage):
     size, wanted = self.generator.image_size, self.config.data.image_size
     if size != wanted:
       raise ValueError(
-          f"config.data.image_size={wanted}, but a DCGAN generator with {len(self.generator.features)} feature "
-          f"levels makes {size}x{size} images; set image_size={size} or change model.generator_features")
+        f"config.data.image_size={wanted}, but a DCGAN generator with {len(self.generator.features)} feature "
+        f"levels makes {size}x{size} images; set image_size={size} or change model.generator_features"
+      )
 
   # --- construction -------------------------------------------------------------------------------------------
   @functools.cached_property
   def generator(self):
     m = self.config.model
-    return models.make_model("dcgan_generator", latent_dim=m.latent_dim, features=tuple(m.generator_features),
-                             norm_momentum=m.norm_momentum, dtype=base.activation_dtype(self.config))
+    return models.make_model(
+      "dcgan_generator",
+      latent_dim=m.latent_dim,
+      features=tuple(m.generator_features),
+      norm_momentum=m.norm_momentum,
+      dtype=base.activation_dtype(self.config),
+    )
 
   @functools.cached_property
   def discriminator(self):
     m = self.config.model
-    return models.make_model("dcgan_discriminator", features=tuple(m.discriminator_features),
-                             image_size=self.config.data.image_size, num_logits=num_logits(self.config.loss.gan_loss),
-                             norm_momentum=m.norm_momentum, dtype=base.activation_dtype(self.config))
+    return models.make_model(
+      "dcgan_discriminator",
+      features=tuple(m.discriminator_features),
+      image_size=self.config.data.image_size,
+      num_logits=num_logits(self.config.loss.gan_loss),
+      norm_momentum=m.norm_momentum,
+      dtype=base.activation_dtype(self.config),
+    )
 
   @property
   def latent_dim(self) -> int:
@@ -84,9 +95,19 @@ class DCGANTask(base.SingleStage):
   def completer(self, **overrides) -> completion.Completion:
     """The latent-optimisation completer for this GAN, set from `config.completion` (overridable)."""
     c = self.config.completion
-    kwargs = dict(gan_loss=self.config.loss.gan_loss, iterations=c.iterations, learning_rate=c.learning_rate,
-                  b1=c.b1, b2=c.b2, lam=c.lam, weighted=c.weighted, window=c.window, blend=c.blend,
-                  poisson_iterations=c.poisson_iterations, discriminator_stats=c.discriminator_stats)
+    kwargs = dict(
+      gan_loss=self.config.loss.gan_loss,
+      iterations=c.iterations,
+      learning_rate=c.learning_rate,
+      b1=c.b1,
+      b2=c.b2,
+      lam=c.lam,
+      weighted=c.weighted,
+      window=c.window,
+      blend=c.blend,
+      poisson_iterations=c.poisson_iterations,
+      discriminator_stats=c.discriminator_stats,
+    )
     kwargs.update(overrides)
     return completion.Completion(self.generator, self.discriminator, **kwargs)
 
@@ -99,8 +120,10 @@ class DCGANTask(base.SingleStage):
   def init(self, rng: jax.Array, batch: dict[str, jax.Array]) -> dict[str, PyTree]:
     kg, kd = jax.random.split(rng)
     z = jnp.zeros((batch["image"].shape[0], self.latent_dim), jnp.float32)
-    variables = {"generator": self.generator.init(kg, z, train=False),
-                 "discriminator": self.discriminator.init(kd, batch["image"], train=False)}
+    variables = {
+      "generator": self.generator.init(kg, z, train=False),
+      "discriminator": self.discriminator.init(kd, batch["image"], train=False),
+    }
     collections = {k for v in variables.values() for k in v}
     return {c: {n: variables[n][c] for n in NETWORKS} for c in collections}
 
@@ -109,23 +132,28 @@ class DCGANTask(base.SingleStage):
     o = self.config.optim
     schedule = optim.make_schedule(o, num_steps)
     ratio = o.get("discriminator_learning_rate", o.learning_rate) / o.learning_rate
-    transforms = {"generator": optim.make_adam(o, schedule),
-                  "discriminator": optim.make_adam(o, lambda step: schedule(step) * ratio)}
+    transforms = {
+      "generator": optim.make_adam(o, schedule),
+      "discriminator": optim.make_adam(o, lambda step: schedule(step) * ratio),
+    }
     labels = lambda params: {n: jax.tree.map(lambda _: n, params[n]) for n in NETWORKS}
     return optax.multi_transform(transforms, labels), schedule
 
-  def adversarial_losses(self, params: PyTree, model_state: PyTree, real: jax.Array,
-                 rng: jax.Array) -> tuple[jax.Array, jax.Array, PyTree, dict[str, jax.Array]]:
+  def adversarial_losses(
+    self, params: PyTree, model_state: PyTree, real: jax.Array, rng: jax.Array
+  ) -> tuple[jax.Array, jax.Array, PyTree, dict[str, jax.Array]]:
     """(d_loss, g_loss, new model_state, terms), each loss seeing only its own network's parameters."""
     d_loss_fn, g_loss_fn = gan_losses.get_gan_loss(self.config.loss.gan_loss)
     stats = model_state["batch_stats"]
     z = jax.random.uniform(rng, (real.shape[0], self.latent_dim), minval=-1.0, maxval=1.0)
-    fake, g_new = self.generator.apply({"params": params["generator"], "batch_stats": stats["generator"]}, z,
-                                       train=True, mutable=["batch_stats"])
+    fake, g_new = self.generator.apply(
+      {"params": params["generator"], "batch_stats": stats["generator"]}, z, train=True, mutable=["batch_stats"]
+    )
 
     def critic(d_params, d_stats, images):
-      return self.discriminator.apply({"params": d_params, "batch_stats": d_stats}, images, train=True,
-                                      mutable=["batch_stats"])
+      return self.discriminator.apply(
+        {"params": d_params, "batch_stats": d_stats}, images, train=True, mutable=["batch_stats"]
+      )
 
     d_params = params["discriminator"]
     # Real and fake batches go through D separately (their own batch statistics), as in Radford et al.
@@ -135,12 +163,17 @@ class DCGANTask(base.SingleStage):
     gen_logits, _ = critic(jax.lax.stop_gradient(d_params), stats["discriminator"], fake)
     g_loss = g_loss_fn(gen_logits)
     new_state = {"batch_stats": {"generator": g_new["batch_stats"], "discriminator": d_new["batch_stats"]}}
-    terms = {"g_loss": g_loss, "d_loss": d_loss, "d_real": jnp.mean(prob_real(real_logits)),
-             "d_fake": jnp.mean(prob_real(fake_logits))}
+    terms = {
+      "g_loss": g_loss,
+      "d_loss": d_loss,
+      "d_real": jnp.mean(prob_real(real_logits)),
+      "d_fake": jnp.mean(prob_real(fake_logits)),
+    }
     return d_loss, g_loss, new_state, terms
 
-  def loss_fn(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array,
-              step: jax.Array) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
+  def loss_fn(
+    self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array, step: jax.Array
+  ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
     del step
     d_loss, g_loss, new_state, terms = self.adversarial_losses(params, model_state, batch["image"], rng)
     return d_loss + g_loss, (new_state, terms)

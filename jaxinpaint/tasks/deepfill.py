@@ -62,8 +62,9 @@ def spatial_discount(valid: jax.Array, gamma: float, floor: float = 1e-4) -> jax
   """
   if not 0.0 < gamma <= 1.0:
     raise ValueError(f"spatial discount gamma must be in (0, 1]; got {gamma}")
-  steps = max(valid.shape[1:3]) if gamma == 1.0 else min(max(valid.shape[1:3]),
-                                                           math.ceil(math.log(floor) / math.log(gamma)))
+  steps = (
+    max(valid.shape[1:3]) if gamma == 1.0 else min(max(valid.shape[1:3]), math.ceil(math.log(floor) / math.log(gamma)))
+  )
 
   def grow(_, carry):
     covered, distance = carry
@@ -102,8 +103,13 @@ class PatchGANAdversary:
 
   def d_loss(self, params, state, real, fake, valid, rng):
     d_fn, _ = gan_losses.get_gan_loss(self.config.gan.loss)
-    both, new_state = self.net.apply({"params": params, **state}, jnp.concatenate([real, fake]),
-                                     jnp.concatenate([valid, valid]), update_stats=True, mutable=[SPECTRAL])
+    both, new_state = self.net.apply(
+      {"params": params, **state},
+      jnp.concatenate([real, fake]),
+      jnp.concatenate([valid, valid]),
+      update_stats=True,
+      mutable=[SPECTRAL],
+    )
     real_s, fake_s = jnp.split(both, 2)
     loss = d_fn(real_s, fake_s)
     terms = {"d_real": jnp.mean(real_s), "d_fake": jnp.mean(fake_s)}
@@ -133,8 +139,10 @@ class GlobalLocalAdversary:
   @functools.cached_property
   def nets(self):
     d = self.config.discriminator
-    return {"global": discriminators.GlobalCritic(features=tuple(d.features)),
-            "local": discriminators.LocalCritic(features=tuple(d.local_features))}
+    return {
+      "global": discriminators.GlobalCritic(features=tuple(d.features)),
+      "local": discriminators.LocalCritic(features=tuple(d.local_features)),
+    }
 
   @property
   def uses_gp(self) -> bool:
@@ -147,9 +155,13 @@ class GlobalLocalAdversary:
 
   def init(self, rng, image, valid):
     k_global, k_local = jax.random.split(rng)
-    patch = image[:, :self.size, :self.size]
-    return {"params": {"global": self.nets["global"].init(k_global, image)["params"],
-                       "local": self.nets["local"].init(k_local, patch)["params"]}}
+    patch = image[:, : self.size, : self.size]
+    return {
+      "params": {
+        "global": self.nets["global"].init(k_global, image)["params"],
+        "local": self.nets["local"].init(k_local, patch)["params"],
+      }
+    }
 
   def _inputs(self, image, valid):
     origin = discriminators.hole_box_origin(valid, self.size)
@@ -166,8 +178,9 @@ class GlobalLocalAdversary:
       real_means.append(jnp.mean(real_s))
       fake_means.append(jnp.mean(fake_s))
       if self.uses_gp:
-        gp = gp + gan_losses.gradient_penalty(apply, real_in[name], fake_in[name], jax.random.fold_in(rng, i),
-                                              self.config.gan.gp_weight)
+        gp = gp + gan_losses.gradient_penalty(
+          apply, real_in[name], fake_in[name], jax.random.fold_in(rng, i), self.config.gan.gp_weight
+        )
     terms = {"d_real": sum(real_means) / 2, "d_fake": sum(fake_means) / 2}
     if self.uses_gp:
       terms["gp"] = gp
@@ -188,27 +201,30 @@ ADVERSARIES = {"sn_patchgan": PatchGANAdversary, "global_local": GlobalLocalAdve
 def check_gan_config(config: ml_collections.ConfigDict) -> None:
   """One clear ValueError line for what the GAN configs' types cannot catch."""
   if config.model.name not in GENERATORS:
-    raise ValueError(f"config.model.name must be one of {GENERATORS} for task 'deepfill'; got "
-                     f"{config.model.name!r}")
+    raise ValueError(f"config.model.name must be one of {GENERATORS} for task 'deepfill'; got {config.model.name!r}")
   if config.discriminator.name not in ADVERSARIES:
-    raise ValueError(f"config.discriminator.name must be one of {DISCRIMINATORS}; got "
-                     f"{config.discriminator.name!r}")
+    raise ValueError(f"config.discriminator.name must be one of {DISCRIMINATORS}; got {config.discriminator.name!r}")
   gan_losses.get_gan_loss(config.gan.loss)
   if config.loss.name not in RECONSTRUCTIONS:
-    raise ValueError(f"config.loss.name must be one of {RECONSTRUCTIONS} for task 'deepfill'; got "
-                     f"{config.loss.name!r}")
+    raise ValueError(f"config.loss.name must be one of {RECONSTRUCTIONS} for task 'deepfill'; got {config.loss.name!r}")
   if config.optim.schedule == "finetune":
-    raise ValueError("config.optim.schedule='finetune' is the U-Net's two-stage schedule; DeepFill has no such "
-                     "stage (use constant, cosine or exponential)")
+    raise ValueError(
+      "config.optim.schedule='finetune' is the U-Net's two-stage schedule; DeepFill has no such "
+      "stage (use constant, cosine or exponential)"
+    )
   if config.discriminator.name == "global_local" and not 0.0 < config.discriminator.local_fraction <= 1.0:
-    raise ValueError(f"config.discriminator.local_fraction must be in (0, 1] (the local critic's window over the "
-                     f"image side); got {config.discriminator.local_fraction}")
+    raise ValueError(
+      f"config.discriminator.local_fraction must be in (0, 1] (the local critic's window over the "
+      f"image side); got {config.discriminator.local_fraction}"
+    )
   if config.gan.n_critic < 1:
     raise ValueError(f"config.gan.n_critic must be >= 1; got {config.gan.n_critic}")
   size = config.data.image_size
   if size % DOWNSAMPLE:
-    raise ValueError(f"config.data.image_size={size} is not divisible by {DOWNSAMPLE} (DeepFill downsamples by 4, "
-                     f"then attention by 2); use a multiple of {DOWNSAMPLE}")
+    raise ValueError(
+      f"config.data.image_size={size} is not divisible by {DOWNSAMPLE} (DeepFill downsamples by 4, "
+      f"then attention by 2); use a multiple of {DOWNSAMPLE}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,8 +281,10 @@ class DeepFillTask(base.SingleStage):
 
       def per_stage(x):
         err = jnp.mean(jnp.abs(x - image), axis=-1, keepdims=True)
-        return (jnp.sum(err * weight) / jnp.maximum(jnp.sum(hole), 1.0)
-                + jnp.sum(err * valid) / jnp.maximum(jnp.sum(valid), 1.0))
+        return jnp.sum(err * weight) / jnp.maximum(jnp.sum(hole), 1.0) + jnp.sum(err * valid) / jnp.maximum(
+          jnp.sum(valid), 1.0
+        )
+
     return loss.l1_weight * (loss.coarse_weight * per_stage(coarse) + per_stage(refined))
 
   def losses(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array):
@@ -276,16 +294,24 @@ class DeepFillTask(base.SingleStage):
     out = base.remat(self.config, apply)({"params": params["generator"]}, image, valid)
     composite = models.composite(image, out["refined"], valid)
     d_params = params["discriminator"]
-    d_total, new_state, terms = self.adversary.d_loss(d_params, model_state, image, lax.stop_gradient(composite),
-                                                      valid, rng)
+    d_total, new_state, terms = self.adversary.d_loss(
+      d_params, model_state, image, lax.stop_gradient(composite), valid, rng
+    )
     g_adv = self.adversary.g_loss(lax.stop_gradient(d_params), model_state, composite, valid)
     g_total = self.config.gan.weight * g_adv + self.reconstruction_loss(out["coarse"], out["refined"], image, valid)
-    terms = {"g_loss": g_total, "d_loss": d_total, "g_adv": g_adv, **terms,
-             "l1_coarse": _mean_l1(out["coarse"], image), "l1_refined": _mean_l1(out["refined"], image)}
+    terms = {
+      "g_loss": g_total,
+      "d_loss": d_total,
+      "g_adv": g_adv,
+      **terms,
+      "l1_coarse": _mean_l1(out["coarse"], image),
+      "l1_refined": _mean_l1(out["refined"], image),
+    }
     return g_total, d_total, new_state, terms
 
-  def loss_fn(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array,
-              step: jax.Array) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
+  def loss_fn(
+    self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array, step: jax.Array
+  ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
     del step  # the n_critic schedule lives in the optimiser state
     g_total, d_total, new_state, terms = self.losses(params, model_state, batch, rng)
     return g_total + d_total, (new_state, terms)
@@ -297,6 +323,8 @@ class DeepFillTask(base.SingleStage):
     factor = batch["image"].shape[1] // out["offsets"].shape[1]
     flow = flow_to_rgb(out["offsets"])
     flow = jnp.repeat(jnp.repeat(flow, factor, axis=1), factor, axis=2)
-    return {"output": jnp.clip(out["refined"], -1.0, 1.0), "coarse": jnp.clip(out["coarse"], -1.0, 1.0),
-            "attention": flow}
-
+    return {
+      "output": jnp.clip(out["refined"], -1.0, 1.0),
+      "coarse": jnp.clip(out["coarse"], -1.0, 1.0),
+      "attention": flow,
+    }

@@ -66,18 +66,21 @@ def check_lama_config(config: ml_collections.ConfigDict) -> None:
   if config.model.name != "lama":
     raise ValueError(f"config.model.name must be 'lama' for task 'lama'; got {config.model.name!r}")
   if config.discriminator.name != "nlayer":
-    raise ValueError(f"config.discriminator.name must be 'nlayer' for task 'lama'; got "
-                     f"{config.discriminator.name!r}")
+    raise ValueError(f"config.discriminator.name must be 'nlayer' for task 'lama'; got {config.discriminator.name!r}")
   if config.optim.schedule == "finetune":
-    raise ValueError("config.optim.schedule='finetune' is the U-Net's two-stage schedule; LaMa has no such stage "
-                     "(use constant, cosine or exponential)")
+    raise ValueError(
+      "config.optim.schedule='finetune' is the U-Net's two-stage schedule; LaMa has no such stage "
+      "(use constant, cosine or exponential)"
+    )
   if not 0.0 <= config.model.ratio_g < 1.0:
     raise ValueError(f"config.model.ratio_g must be in [0, 1); got {config.model.ratio_g}")
   step = 2**config.model.n_downsampling
   size = config.data.image_size
   if size % step:
-    raise ValueError(f"config.data.image_size={size} is not divisible by {step} (LaMa downsamples "
-                     f"{config.model.n_downsampling} times by 2); use a multiple of {step}")
+    raise ValueError(
+      f"config.data.image_size={size} is not divisible by {step} (LaMa downsamples "
+      f"{config.model.n_downsampling} times by 2); use a multiple of {step}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +130,10 @@ class LamaTask(base.SingleStage):
     image, valid = batch["image"], jnp.ones_like(batch["valid"])
     gen = self.generator.init(k_gen, image, valid)
     disc = self.discriminator.init(k_disc, to01(image))
-    return {"params": {"generator": gen["params"], "discriminator": disc["params"]},
-            "batch_stats": {"generator": gen["batch_stats"], "discriminator": disc["batch_stats"]}}
+    return {
+      "params": {"generator": gen["params"], "discriminator": disc["params"]},
+      "batch_stats": {"generator": gen["batch_stats"], "discriminator": disc["batch_stats"]},
+    }
 
   def make_optimizer(self, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     g_schedule = optim.make_schedule(self.config.optim, num_steps)
@@ -138,8 +143,9 @@ class LamaTask(base.SingleStage):
 
   def _d_apply(self, params, stats, x):
     """D in training mode (batch statistics, as the reference): (logits, features, new batch_stats)."""
-    (logits, feats), new = self.discriminator.apply({"params": params, "batch_stats": stats}, x, train=True,
-                                                    mutable=["batch_stats"])
+    (logits, feats), new = self.discriminator.apply(
+      {"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+    )
     return logits, feats, new["batch_stats"]
 
   def losses(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array]):
@@ -147,8 +153,9 @@ class LamaTask(base.SingleStage):
     loss = self.config.loss
     image, valid = batch["image"], batch["valid"]
     g_stats, d_stats = model_state["batch_stats"]["generator"], model_state["batch_stats"]["discriminator"]
-    output, g_new = self.generator.apply({"params": params["generator"], "batch_stats": g_stats}, image, valid,
-                                         train=True, mutable=["batch_stats"])
+    output, g_new = self.generator.apply(
+      {"params": params["generator"], "batch_stats": g_stats}, image, valid, train=True, mutable=["batch_stats"]
+    )
     real, pred = to01(image), to01(output)
     d_params = params["discriminator"]
 
@@ -170,8 +177,15 @@ class LamaTask(base.SingleStage):
     fm = losses.feature_matching_loss(g_feats, [lax.stop_gradient(f) for f in real_feats])
     l1_known = losses.masked_l1(pred, real, valid, loss.l1_known, loss.l1_missing)
     g_total = loss.adversarial_weight * g_adv + loss.feature_matching_weight * fm + l1_known
-    terms = {"g_adv": g_adv, "d_real": jnp.mean(real_logits), "d_fake": jnp.mean(fake_logits), "r1": r1,
-             "l1_known": l1_known, "feature_matching": fm, "l1": jnp.mean(jnp.abs(output - image))}
+    terms = {
+      "g_adv": g_adv,
+      "d_real": jnp.mean(real_logits),
+      "d_fake": jnp.mean(fake_logits),
+      "r1": r1,
+      "l1_known": l1_known,
+      "feature_matching": fm,
+      "l1": jnp.mean(jnp.abs(output - image)),
+    }
     if self.perceptual_fn is not None:
       b = image.shape[0]
       feats = self.perceptual_fn(jnp.concatenate([output, lax.stop_gradient(image)]))
@@ -180,8 +194,9 @@ class LamaTask(base.SingleStage):
     new_state = {"batch_stats": {"generator": g_new["batch_stats"], "discriminator": stats}}
     return g_total, d_total, new_state, {"g_loss": g_total, "d_loss": d_total, **terms}
 
-  def loss_fn(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array,
-              step: jax.Array) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
+  def loss_fn(
+    self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array, step: jax.Array
+  ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
     del rng, step  # deterministic given the batch; masks are drawn in the input pipeline
     g_total, d_total, new_state, terms = self.losses(params, model_state, batch)
     return g_total + d_total, (new_state, terms)

@@ -34,11 +34,9 @@ def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Sch
   elif optim.schedule == "finetune":
     sched = optax.piecewise_constant_schedule(lr, {optim.finetune_step: optim.finetune_learning_rate / lr})
   else:
-    raise ValueError(
-        f"config.optim.schedule must be constant, cosine, exponential or finetune; got {optim.schedule!r}")
+    raise ValueError(f"config.optim.schedule must be constant, cosine, exponential or finetune; got {optim.schedule!r}")
   if optim.warmup_steps:
-    sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, optim.warmup_steps), sched], [optim.warmup_steps])
+    sched = optax.join_schedules([optax.linear_schedule(0.0, lr, optim.warmup_steps), sched], [optim.warmup_steps])
   return sched
 
 

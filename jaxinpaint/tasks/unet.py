@@ -77,8 +77,8 @@ class InpaintingTask:
     if name == "pconv":
       w = self.config.loss.weights
       return losses.pconv_loss(
-          output, target, valid, vgg_fn=self.vgg_fn,
-          weights=(w.valid, w.hole, w.perceptual, w.style, w.tv))
+        output, target, valid, vgg_fn=self.vgg_fn, weights=(w.valid, w.hole, w.perceptual, w.style, w.tv)
+      )
     if name == "mse":
       value = losses.mse_loss(output, target)
       return value, {"mse": value}
@@ -90,8 +90,9 @@ class InpaintingTask:
       return value, {"hole_log_mse": value}
     raise ValueError(f"config.loss.name must be pconv, mse, l1 or hole_log_mse; got {name!r}")
 
-  def loss_fn(self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array,
-              step: jax.Array) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
+  def loss_fn(
+    self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array, step: jax.Array
+  ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
     del rng, step  # the U-Net is deterministic; masks are drawn in the input pipeline
     apply = functools.partial(self.model.apply, train=True, mutable=list(model_state.keys()))
     variables = {"params": params, **model_state}
