@@ -54,5 +54,6 @@ def test_other_schedules_and_families_have_one_stage():
   assert dcgan.stage(10**6) == base.MAIN_STAGE and dcgan.for_stage(base.MAIN_STAGE) is dcgan
   with pytest.raises(ValueError, match="one training stage"):
     dcgan.for_stage(unet.FINETUNE_STAGE)
-  with pytest.raises(TypeError):  # the unused `finetune` argument is gone
-    tasks.TASKS["dcgan"](load_config("dcgan"), finetune=True)
+  for name in ("dcgan", "lama"):
+    with pytest.raises(TypeError):  # the unused `finetune` argument is gone
+      tasks.TASKS[name](load_config(name), finetune=True)

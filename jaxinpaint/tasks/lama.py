@@ -85,10 +85,9 @@ def check_lama_config(config: ml_collections.ConfigDict) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LamaTask(base.SingleStage):
-  """LaMa as a trainer task (see the module docstring). `finetune` is the trainer's interface, unused."""
+  """LaMa as a trainer task (see the module docstring)."""
 
   config: ml_collections.ConfigDict
-  finetune: bool = False
 
   def __post_init__(self):
     check_lama_config(self.config)
