@@ -79,3 +79,35 @@ def eqns_named(jaxpr, name):
       inner = getattr(value, "jaxpr", value)
       if hasattr(inner, "eqns"):
         yield from eqns_named(inner, name)
+
+
+def lama_tiny_batch(n: int = 2, size: int = 32) -> dict:
+  """A seeded LaMa test batch: random image in [-1, 1], one box hole per example."""
+  import jax.numpy as jnp
+
+  rng = np.random.default_rng(0)
+  valid = np.ones((n, size, size, 1), np.float32)
+  valid[:, 8:20, 6:18] = 0
+  return {"image": jnp.asarray(rng.uniform(-1, 1, (n, size, size, 3)), jnp.float32), "valid": jnp.asarray(valid)}
+
+
+def lama_losses_with_and_without(plain, other, batch):
+  """One jitted LaMa loss evaluation of two tasks on the same init: (g_plain, d_plain, g_other, d_other,
+  other's 'perceptual' term, the generator's raw output)."""
+  variables = dict(jax.jit(plain.init)(jax.random.key(0), batch))
+  params = variables.pop("params")
+
+  @jax.jit
+  def both(p):
+    g_plain, d_plain, _, _ = plain.losses(p, variables, batch)
+    g_other, d_other, _, terms = other.losses(p, variables, batch)
+    out = plain.generator.apply(
+      {"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
+      batch["image"],
+      batch["valid"],
+      train=True,
+      mutable=["batch_stats"],
+    )[0]
+    return g_plain, d_plain, g_other, d_other, terms["perceptual"], out
+
+  return both(params)

@@ -13,6 +13,7 @@ from jaxinpaint.tasks import lama
 from jaxinpaint.data import masks
 from jaxinpaint.models.lama import LamaGenerator, NLayerDiscriminator
 from helpers import eqns_named, leaves, load_config, sharded_and_single  # tests/helpers.py
+from helpers import lama_losses_with_and_without, lama_tiny_batch as tiny_batch
 
 
 def count(tree) -> int:
@@ -156,13 +157,6 @@ def test_lama_training_masks_mix_strokes_and_boxes_half_and_half():
 # ------------------------------------------------------------------------------------------------ the task
 
 
-def tiny_batch(n=2, size=32):
-  rng = np.random.default_rng(0)
-  valid = np.ones((n, size, size, 1), np.float32)
-  valid[:, 8:20, 6:18] = 0
-  return {"image": jnp.asarray(rng.uniform(-1, 1, (n, size, size, 3)), jnp.float32), "valid": jnp.asarray(valid)}
-
-
 def test_each_network_receives_the_gradient_of_its_own_loss():
   task = lama.LamaTask(load_config("lama"))
   batch = tiny_batch()
@@ -276,24 +270,10 @@ def test_vgg_weights_stand_in_for_resnet_pl_with_its_weight(tmp_path):
   assert "perceptual" in with_vgg.metric_names and "perceptual" not in plain.metric_names
   assert "VGG16 perceptual in place of ResNet-PL (VGG16 weights sha256 " in lama.loss_label(vgg_config)
   batch = tiny_batch()
-  variables = dict(jax.jit(plain.init)(jax.random.key(0), batch))
-  params = variables.pop("params")
-
-  @jax.jit
-  def both(p):
-    g_plain, d_plain, _, _ = plain.losses(p, variables, batch)
-    g_vgg, d_vgg, _, terms = with_vgg.losses(p, variables, batch)
-    out = plain.generator.apply(
-      {"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
-      batch["image"],
-      batch["valid"],
-      train=True,
-      mutable=["batch_stats"],
-    )[0]
-    feats = [with_vgg.vgg_fn(x) for x in (out, batch["image"])]
-    return g_plain, d_plain, g_vgg, d_vgg, terms["perceptual"], losses.feature_mse_sum(*feats)
-
-  g_plain, d_plain, g_vgg, d_vgg, perceptual, want = (float(x) for x in both(params))
+  g_plain, d_plain, g_vgg, d_vgg, perceptual, out = lama_losses_with_and_without(plain, with_vgg, batch)
+  vgg_fn = jax.jit(with_vgg.vgg_fn)
+  want = float(losses.feature_mse_sum(vgg_fn(out), vgg_fn(batch["image"])))
+  g_plain, d_plain, g_vgg, d_vgg, perceptual = (float(x) for x in (g_plain, d_plain, g_vgg, d_vgg, perceptual))
   assert perceptual == pytest.approx(want, rel=1e-5) and perceptual > 0
   assert g_vgg == pytest.approx(g_plain + 30.0 * perceptual, rel=1e-5)
   assert d_vgg == pytest.approx(d_plain, rel=1e-6)

@@ -14,7 +14,8 @@ from jaxinpaint import losses
 from jaxinpaint.tasks import lama
 from jaxinpaint.evaluate import file_sha256
 from jaxinpaint.models.resnet_pl import ResNetDilated, load_resnet_pl
-from helpers import load_config  # tests/helpers.py
+from helpers import lama_losses_with_and_without, load_config  # tests/helpers.py
+from helpers import lama_tiny_batch as tiny_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(blocks=(1, 1, 2, 2), stem_width=4, base_width=2)  # two blocks where stages 3-4 dilate by 2 and 4
@@ -232,13 +233,6 @@ def test_resnet_pl_loss_is_the_weighted_sum_of_stage_mses(small_weights):
   assert got == pytest.approx(want, rel=1e-4) and want > 0
 
 
-def tiny_batch(n=2, size=32):
-  rng = np.random.default_rng(0)
-  valid = np.ones((n, size, size, 1), np.float32)
-  valid[:, 8:20, 6:18] = 0
-  return {"image": jnp.asarray(rng.uniform(-1, 1, (n, size, size, 3)), jnp.float32), "valid": jnp.asarray(valid)}
-
-
 def test_lama_step_adds_thirty_times_resnet_pl_and_tables_name_its_file(small_weights, tmp_path):
   _, path = small_weights
   plain_config, rpl_config = load_config("lama"), load_config("lama")
@@ -250,23 +244,7 @@ def test_lama_step_adds_thirty_times_resnet_pl_and_tables_name_its_file(small_we
   label = lama.loss_label(rpl_config)
   assert label.endswith(f"+ ResNet-PL (ADE20k ResNet-50-dilated weights sha256 {file_sha256(path)})")
   batch = tiny_batch()
-  variables = dict(jax.jit(plain.init)(jax.random.key(0), batch))
-  params = variables.pop("params")
-
-  @jax.jit
-  def both(p):
-    g_plain, d_plain, _, _ = plain.losses(p, variables, batch)
-    g_rpl, d_rpl, _, terms = with_rpl.losses(p, variables, batch)
-    out = plain.generator.apply(
-      {"params": p["generator"], "batch_stats": variables["batch_stats"]["generator"]},
-      batch["image"],
-      batch["valid"],
-      train=True,
-      mutable=["batch_stats"],
-    )[0]
-    return g_plain, d_plain, g_rpl, d_rpl, terms["perceptual"], out
-
-  g_plain, d_plain, g_rpl, d_rpl, term, out = both(params)
+  g_plain, d_plain, g_rpl, d_rpl, term, out = lama_losses_with_and_without(plain, with_rpl, batch)
   fn = jax.jit(with_rpl.resnet_pl_fn)
   want = float(losses.feature_mse_sum(fn(out), fn(batch["image"])))
   assert float(term) == pytest.approx(want, rel=1e-5) and want > 0
