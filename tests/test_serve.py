@@ -111,6 +111,12 @@ def wait_for(driver, status: str, timeout: float = 240) -> None:
     time.sleep(0.2)
 
 
+def send_file(driver, path) -> None:
+  """Choose a file in the page's file input, first clearing the status a previous step left ("error", "done")."""
+  driver.execute_script("document.body.dataset.status = 'sending'")
+  driver.find_element("id", "file").send_keys(str(path))
+
+
 def as_array(data_url: str) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
 
@@ -154,7 +160,7 @@ def test_paint_fill_and_download_in_chromium(server, browser, tmp_path):
   browser.get(server["url"])
   wait_for(browser, "empty")
   assert server["info"]["demos"] and "step" in browser.find_element("id", "model-info").text
-  browser.find_element("id", "file").send_keys(png_file(image, tmp_path / "astronaut.png"))
+  send_file(browser, png_file(image, tmp_path / "astronaut.png"))
   wait_for(browser, "ready")
 
   stroke(browser, [(40, 60), (120, 90), (200, 70)], size=30)  # brush
@@ -204,12 +210,12 @@ def test_demo_photo_and_bad_input_get_a_message_on_the_page(server, browser, tmp
 
   text = tmp_path / "notes.png"
   text.write_text("not an image")
-  browser.find_element("id", "file").send_keys(str(text))
-  time.sleep(1)
+  send_file(browser, text)
+  wait_for(browser, "error")
   assert "is not an image this browser can open" in browser.find_element("id", "message").text
 
   big = np.zeros((300, 400, 3), np.uint8)  # 120 000 pixels > this server's MAX_PIXELS
-  browser.find_element("id", "file").send_keys(png_file(big, tmp_path / "big.png"))
+  send_file(browser, png_file(big, tmp_path / "big.png"))
   wait_for(browser, "ready")
   stroke(browser, [(10, 10), (40, 40)], size=20)
   browser.find_element("id", "fill").click()

@@ -29,6 +29,7 @@ function refreshButtons() {
 // ------------------------------------------------------------------------------------------------ loading
 
 async function loadPhoto(blob, name) {
+  setStatus("loading");
   let bitmap;
   try {
     bitmap = await createImageBitmap(blob);  // EXIF orientation applied, as the server's reader does
