@@ -163,9 +163,14 @@ class Restored:
 
 
 def restore(
-  workdir: str, config: ml_collections.ConfigDict | None = None, devices=None, batch_size: int | None = None
+  workdir: str,
+  config: ml_collections.ConfigDict | None = None,
+  devices=None,
+  batch_size: int | None = None,
+  step: int | None = None,
 ) -> Restored:
-  """Rebuilds the model of the run in `workdir` and restores its newest readable checkpoint (state only).
+  """Rebuilds the model of the run in `workdir` and restores its newest readable checkpoint, or `step` (state
+  only; ValueError naming the kept steps when there is no such step).
 
   `config` defaults to the run's saved config (with eval defaults filled in). `batch_size` (or, when the config's
   does not split over `devices`, one per device) replaces the config's, for tools that pick their own.
@@ -186,7 +191,7 @@ def restore(
   shardings = sharding.state_shardings(abstract, mesh, config.get("fsdp_min_size", sharding.FSDP_MIN_SIZE))
   ckpt = checkpointing.Checkpointer(workdir, async_save=False)
   try:
-    step, state = ckpt.restore_state_only(checkpointing.abstract_with_shardings(abstract, shardings))
+    step, state = ckpt.restore_state_only(checkpointing.abstract_with_shardings(abstract, shardings), step)
   finally:
     ckpt.close()
   params = state.ema_params if state.ema_params is not None else state.params

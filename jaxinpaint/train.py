@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import json
 import os
 import time
 from typing import Any
@@ -210,6 +211,76 @@ def write_samples(writer, workdir: str, step: int, first) -> str | None:
   return visualize.save_png(grid, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
 
 
+TIMELINE_FILE = "timeline.jsonl"
+
+
+def read_timeline(workdir: str) -> list[dict[str, float]]:
+  """The lines of `workdir/timeline.jsonl` ({'step', 'train_seconds', 'time'}), sorted by step; a line that does
+  not parse (a torn last line left by a kill mid-write) is skipped, and a step written twice keeps its last line."""
+  path = os.path.join(workdir, TIMELINE_FILE)
+  if not os.path.isfile(path):
+    return []
+  by_step = {}
+  with open(path) as f:
+    lines = f.read().split("\n")
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      entry = json.loads(line)
+      by_step[int(entry["step"])] = {
+        "step": int(entry["step"]),
+        "train_seconds": float(entry["train_seconds"]),
+        "time": float(entry["time"]),
+      }
+    except (ValueError, KeyError, TypeError):
+      if number < len(lines) - 1:  # only the last line can be torn by a kill; say so for any other
+        logging.warning("%s line %d cannot be read; skipping it: %r", path, number, line[:80])
+  return [by_step[s] for s in sorted(by_step)]
+
+
+class Timeline:
+  """Appends `{"step", "train_seconds", "time"}` to `workdir/timeline.jsonl` at each checkpoint save (process 0).
+
+  train_seconds is the run's training wall-clock accumulated across resumes: the time inside the train loop
+  (steps, data loading, the periodic eval with its first compile, sample grids, checkpoint writes and stage
+  recompiles), not the one-off set-up of each invocation (data checks, restore, the first compile of the step, the
+  masked-input eval of a fresh run). A resumed run continues from the line of the step it restored (lines of later
+  steps, whose checkpoints were lost, are dropped, so steps and seconds only grow); a fork starts at 0. Each line
+  goes out in one `write` of a few dozen bytes followed by fsync, and the file is otherwise only replaced whole
+  (`os.replace`), so a kill leaves at worst a torn last line, which `read_timeline` skips and the next resume drops.
+  """
+
+  def __init__(self, workdir: str, start_step: int, enabled: bool = True):
+    self.path = os.path.join(workdir, TIMELINE_FILE)
+    self.enabled = enabled
+    kept = [e for e in read_timeline(workdir) if e["step"] <= start_step] if start_step > 0 else []
+    self.offset = kept[-1]["train_seconds"] if kept else 0.0
+    self.started = time.perf_counter()
+    if enabled and os.path.exists(self.path):  # rewrite without the dropped and torn lines before appending
+      with open(self.path + ".tmp", "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in kept)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(self.path + ".tmp", self.path)
+
+  def start(self) -> None:
+    """Starts this invocation's clock (when the train loop begins)."""
+    self.started = time.perf_counter()
+
+  def record(self, step: int) -> None:
+    if not self.enabled:
+      return
+    seconds = self.offset + time.perf_counter() - self.started
+    line = json.dumps({"step": int(step), "train_seconds": round(seconds, 3), "time": round(time.time(), 3)}) + "\n"
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, line.encode())
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
 def train_and_evaluate(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -229,6 +300,8 @@ def train_and_evaluate(
   later call continues the same run. Returns {'state', 'step', 'eval': last eval metrics, 'history': {step:
   averaged train metrics at each log step}, 'baseline': the masked input's eval metrics (fresh runs only),
   'preempted': True when SIGTERM stopped it}.
+  Each checkpoint save appends the step and the training wall-clock so far to `workdir/timeline.jsonl`
+  (`Timeline`; `jaxinpaint.curves` plots the eval metrics against it).
   """
   validate_config(config)
   sharding.check_batch_size(config.batch_size, sharding.make_mesh(devices, config.get("mesh", sharding.DEFAULT_MESH)))
@@ -268,6 +341,7 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
     start, state = restored
   stage = trainer.task.stage(start)
   trainer.compile_step(trainer.task.for_stage(stage), state)
+  timeline = Timeline(workdir, start if forked is None else 0, enabled=pidx == 0)
   logging.info(
     "training %s from step %d to %d on %d devices (%d processes); global batch %d",
     config.model.name,
@@ -288,6 +362,7 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
     writer.write_scalars(0, {f"eval_masked_input/{k}": v for k, v in baseline.items()})
     logging.info("masked input (holes grey) scores: %s", baseline)
   step = start
+  timeline.start()
   try:
     with jax.set_mesh(trainer.mesh):
       while step < trainer.num_steps:
@@ -319,7 +394,8 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
           guard.check(pending, ckpt.latest_step())
           # Step k's loss comes from the params before its update: check the state itself before saving it.
           check_state_finite(state, step, ckpt.latest_step())
-          ckpt.save(step, state, train_iter, force=True)
+          if ckpt.save(step, state, train_iter, force=True):
+            timeline.record(step)
         if stop:
           logging.warning("stopping at step %d (preemption or stop_at): its checkpoint is written", step)
           break
