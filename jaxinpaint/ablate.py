@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from jaxinpaint import baselines, configs_lib, evaluate
-from jaxinpaint import perceptual_metrics as perceptual_lib
+from jaxinpaint.eval import perceptual as perceptual_lib
 
 # How tables name the configs this project ships; others appear under their file name.
 LABELS = {

@@ -45,7 +45,7 @@ from absl import logging
 
 from jaxinpaint import baselines, configs_lib, metrics, runs, sharding
 from jaxinpaint import progress as progress_lib
-from jaxinpaint import perceptual_metrics as perceptual_lib
+from jaxinpaint.eval import perceptual as perceptual_lib
 from jaxinpaint.data import mask_packs, pipeline, sources
 from jaxinpaint.imaging import composite, to01
 from jaxinpaint.losses import file_sha256

@@ -21,6 +21,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared converter helper, also when loaded by path
+
+import _torch_npz  # noqa: E402
+
 BN_NAMES = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
 PREFIXES = ("module.", "encoder.")  # DataParallel / SegmentationModule saves
 
@@ -63,25 +67,8 @@ def convert_state_dict(state_dict: Mapping[str, object]) -> dict[str, np.ndarray
     name, is_kernel = mapped
     if name in out:
       raise ValueError(f"{key!r} maps to {name!r} twice (mixed prefixes?)")
-    array = np.asarray(value.numpy() if hasattr(value, "numpy") else value, np.float32)
-    if is_kernel:
-      if array.ndim != 4:
-        raise ValueError(f"{key!r}: conv weight must be 4-D OIHW; got shape {array.shape}")
-      array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO; both are cross-correlations
-    out[name] = array
+    out[name] = _torch_npz.oihw_to_hwio(value, key) if is_kernel else _torch_npz.to_numpy(value)
   return out
-
-
-def read_torch_pth(path: str) -> dict[str, object]:
-  """The state dict in a `.pth`; needs torch."""
-  try:
-    import torch
-  except ImportError:
-    raise SystemExit(
-      f"reading {path} needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu"
-    ) from None
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
-  return state_dict.state_dict() if hasattr(state_dict, "state_dict") else state_dict
 
 
 def convert(input_path: str, output_path: str) -> dict[str, np.ndarray]:
@@ -92,7 +79,7 @@ def convert(input_path: str, output_path: str) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"{input_path} does not exist")
   ext = os.path.splitext(input_path)[1].lower()
   if ext in (".pth", ".pt"):
-    state_dict = read_torch_pth(input_path)
+    state_dict = _torch_npz.read_state_dict(input_path)
   elif ext == ".npz":
     try:
       with np.load(input_path, allow_pickle=False) as archive:
@@ -103,9 +90,7 @@ def convert(input_path: str, output_path: str) -> dict[str, np.ndarray]:
     raise ValueError(f"{input_path}: expected the encoder's .pth (or its state dict as .npz)")
   arrays = convert_state_dict(state_dict)
   arrays_to_variables(arrays)  # raises naming any missing, extra or misshapen array before anything is written
-  tmp = output_path + ".tmp.npz"
-  np.savez(tmp, **{key: arrays[key] for key in sorted(arrays)})
-  os.replace(tmp, output_path)  # no half-written file under the output name
+  _torch_npz.save_npz(arrays, output_path)  # no half-written file under the output name
   return arrays
 
 

@@ -23,9 +23,12 @@ import sys
 
 import numpy as np
 
-# conv1_1 .. conv3_3 with their indices in torchvision's `vgg16().features` and Keras layer names.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shared converter helper, also when loaded by path
+
+import _torch_npz  # noqa: E402
+
+# conv1_1 .. conv3_3 with their Keras layer names (torchvision indices: `_torch_npz.VGG16_TORCH_INDEX`).
 LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3")
-TORCH_INDEX = dict(zip(LAYERS, (0, 2, 5, 7, 10, 12, 14)))
 KERAS_NAME = {name: f"block{name[4]}_conv{name[6]}" for name in LAYERS}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
@@ -34,18 +37,7 @@ CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
 
 def convert_torch_state_dict(state_dict) -> dict[str, np.ndarray]:
   """torchvision vgg16 state dict (tensors or arrays) -> {'conv1_1/kernel': HWIO, 'conv1_1/bias': ...}."""
-  out = {}
-  for name in LAYERS:
-    prefix = f"features.{TORCH_INDEX[name]}"
-    try:
-      weight, bias = state_dict[f"{prefix}.weight"], state_dict[f"{prefix}.bias"]
-    except KeyError as error:
-      raise ValueError(f"not a torchvision vgg16 state dict: missing {error.args[0]!r}") from None
-    weight = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight, np.float32)
-    bias = np.asarray(bias.numpy() if hasattr(bias, "numpy") else bias, np.float32)
-    out[f"{name}/kernel"] = weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO; torch convs are cross-correlations too
-    out[f"{name}/bias"] = bias
-  return out
+  return _torch_npz.vgg16_from_torch(state_dict, LAYERS)
 
 
 def fold_caffe_preprocessing(kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +58,11 @@ def read_keras_h5(path: str) -> dict[str, np.ndarray]:
   import h5py  # imported here so the torch path does not need it
 
   out = {}
-  with h5py.File(path, "r") as f:
+  try:
+    f = h5py.File(path, "r")
+  except OSError as error:
+    raise ValueError(f"{path} is not a readable HDF5 file: {error}") from None
+  with f:
     root = f["model_weights"] if "model_weights" in f else f  # full-model saves nest the weights
     for name in LAYERS:
       layer = KERAS_NAME[name]
@@ -91,28 +87,18 @@ def read_keras_h5(path: str) -> dict[str, np.ndarray]:
 
 def read_torch_pth(path: str) -> dict[str, np.ndarray]:
   """torchvision `.pth` -> npz dict; needs torch (CPU is enough)."""
-  try:
-    import torch
-  except ImportError:
-    raise SystemExit(
-      f"reading {path} needs PyTorch: pip install torch --index-url "
-      "https://download.pytorch.org/whl/cpu (or convert the Keras .h5 instead)"
-    ) from None
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
-  if hasattr(state_dict, "state_dict"):
-    state_dict = state_dict.state_dict()
-  return convert_torch_state_dict(state_dict)
+  return convert_torch_state_dict(_torch_npz.read_state_dict(path, " (or convert the Keras .h5 instead)"))
 
 
 def write_npz(arrays: dict[str, np.ndarray], path: str) -> None:
-  """Writes the npz, checking every conv1_1 .. conv3_3 kernel/bias is present and HWIO-shaped."""
+  """Writes the npz (whole or not at all), checking every conv1_1 .. conv3_3 kernel/bias is present and HWIO."""
   previous = 3
   for name in LAYERS:
     kernel, bias = arrays[f"{name}/kernel"], arrays[f"{name}/bias"]
     if kernel.shape[:3] != (3, 3, previous) or bias.shape != (kernel.shape[3],):
       raise ValueError(f"{name}: kernel {kernel.shape} / bias {bias.shape} do not fit VGG16 after {previous} channels")
     previous = kernel.shape[3]
-  np.savez(path, **{key: arrays[key] for key in sorted(arrays)})
+  _torch_npz.save_npz(arrays, path)
 
 
 def convert(input_path: str, output_path: str) -> dict[str, np.ndarray]:
@@ -135,7 +121,10 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--input", required=True, help="torchvision vgg16 .pth or Keras VGG16 notop .h5")
   parser.add_argument("--output", required=True, help="npz to write (keys conv1_1/kernel ... conv3_3/bias)")
   args = parser.parse_args(argv)
-  arrays = convert(args.input, args.output)
+  try:
+    arrays = convert(args.input, args.output)
+  except (FileNotFoundError, ValueError) as error:
+    sys.exit(f"error: {error}")
   print(f"wrote {args.output}: {len(arrays)} arrays ({', '.join(LAYERS)})", file=sys.stderr)
 
 

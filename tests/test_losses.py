@@ -194,6 +194,29 @@ def test_vgg_block1_matches_numpy(vgg_npz):
   np.testing.assert_allclose(pool1, ref, rtol=1e-4, atol=1e-4)
 
 
+def _max_pool2_numpy(x):
+  """2x2 stride-2 max-pool, odd sizes floored (torch's)."""
+  b, h, w, c = x.shape
+  return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def test_one_vgg16_gives_the_loss_pools_and_the_lpips_relus(vgg_npz):
+  params = load_vgg16_params(vgg_npz)
+  x = np.random.default_rng(8).normal(size=(1, 13, 10, 3)).astype(np.float32)
+  pools = VGG16Features().apply({"params": params}, x)
+  relus = VGG16Features(blocks=3, taps="relu").apply({"params": params}, x)
+  assert [r.shape[1:3] for r in relus] == [(13, 10), (6, 5), (3, 2)]
+  for pool, relu in zip(pools, relus):  # pool_k = maxpool(relu_k) of the same convs
+    np.testing.assert_array_equal(pool, _max_pool2_numpy(np.asarray(relu)))
+  # The loss's params are the first seven of the 13-conv VGG16 that LPIPS builds, in the same layout and shapes.
+  full = jax.eval_shape(VGG16Features(blocks=5, taps="relu").init, jax.random.key(0), x)["params"]
+  shapes = {name: (p["kernel"].shape, p["bias"].shape) for name, p in full.items()}
+  assert len(shapes) == 13 and shapes["conv5_3"] == ((3, 3, 512, 512), (512,))
+  assert {n: shapes[n] for n, _, _ in VGG16_LAYERS} == {n: ((3, 3, i, o), (o,)) for n, i, o in VGG16_LAYERS}
+  with pytest.raises(ValueError, match="taps must be 'pool' or 'relu'"):
+    VGG16Features(taps="conv").init(jax.random.key(0), x)
+
+
 def test_perceptual_path_end_to_end(vgg_npz):
   features = losses.make_perceptual_fn(vgg_npz)
   output, target, valid = _case(shape=(2, 12, 20, 3))
@@ -300,6 +323,13 @@ def test_converter_rejects_bad_files(tmp_path):
   text.write_text("x")
   with pytest.raises(ValueError, match="expected a torchvision .pth or a Keras .h5"):
     convert_vgg16.convert(str(text), str(tmp_path / "out.npz"))
+  # The command line: one error line, and nothing written under the output name.
+  with pytest.raises(SystemExit, match=r"^error: .*partial.h5: no layer 'block3_conv3'"):
+    convert_vgg16.main(["--input", str(h5_path), "--output", str(tmp_path / "out.npz")])
+  (tmp_path / "garbage.h5").write_bytes(b"not hdf5")
+  with pytest.raises(SystemExit, match=r"^error: .*garbage.h5 is not a readable HDF5 file"):
+    convert_vgg16.main(["--input", str(tmp_path / "garbage.h5"), "--output", str(tmp_path / "out.npz")])
+  assert not (tmp_path / "out.npz").exists()
 
 
 def test_converter_torch_state_dict_orientation(tmp_path, monkeypatch):

@@ -1,7 +1,13 @@
-"""FID and LPIPS plumbing with random weights: the Frechet distance against the sqrtm formula, LPIPS against an
-independent evaluation of its equation, the Inception network's size against torchvision's, the converters'
-key and layout mapping (torch cross-correlation semantics), and the harness columns they add."""
+"""FID and LPIPS plumbing with random weights (jaxinpaint.eval.perceptual, models/inception.py, scripts/): the
+Frechet distance against the sqrtm formula, LPIPS against an independent evaluation of its equation, the
+Inception network's size against torchvision's, the converters' key and layout mapping (torch cross-correlation
+semantics) and their command lines, and the harness columns they add."""
 
+import importlib.util
+import pathlib
+import sys
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,9 +16,22 @@ import scipy.linalg
 from flax import traverse_util
 
 from jaxinpaint import evaluate, sharding
-from jaxinpaint import perceptual_metrics as pm
 from jaxinpaint.data import sources
+from jaxinpaint.eval import perceptual as pm
 from helpers import load_config  # tests/helpers.py
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_script(name):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+convert_inception, convert_lpips = _load_script("convert_inception"), _load_script("convert_lpips")
+VGG16_TORCH_INDEX = convert_lpips._torch_npz.VGG16_TORCH_INDEX
 
 
 def random_psd(rng, dim):
@@ -56,40 +75,66 @@ def test_low_rank_fid_equals_the_full_formula():
   assert pm.fid_from_stats(real, real) == pytest.approx(0.0, abs=1e-9)
 
 
+LPIPS_BLOCKS = (  # VGG16's convs per block; LPIPS taps the ReLU after each block's last conv
+  ("conv1_1", "conv1_2"),
+  ("conv2_1", "conv2_2"),
+  ("conv3_1", "conv3_2", "conv3_3"),
+  ("conv4_1", "conv4_2", "conv4_3"),
+  ("conv5_1", "conv5_2", "conv5_3"),
+)
+
+
+def lpips_reference(params, x, y):
+  """Eq. 1 straight from the parameters: sum_l mean_hw sum_c w_lc (n(f_l(x)) - n(f_l(y)))^2, f_l = relu1_2 ..
+  relu5_3 of torchvision's VGG16 (lax convolutions at full precision, numpy ReLU and floor 2x2 max-pools)."""
+
+  def taps(image):
+    h, out = (np.asarray(image, np.float64) - np.array(pm.LPIPS_SHIFT)) / np.array(pm.LPIPS_SCALE), []
+    for i, block in enumerate(LPIPS_BLOCKS):
+      if i:
+        b, hh, ww, c = h.shape
+        h = h[:, : hh // 2 * 2, : ww // 2 * 2].reshape(b, hh // 2, 2, ww // 2, 2, c).max(axis=(2, 4))
+      for name in block:
+        h = jax.lax.conv_general_dilated(
+          h.astype(np.float32),
+          params[name]["kernel"],
+          (1, 1),
+          ((1, 1), (1, 1)),
+          dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          precision=jax.lax.Precision.HIGHEST,
+        )
+        h = np.maximum(np.asarray(h, np.float64) + params[name]["bias"], 0)
+      out.append(h / (np.sqrt((h * h).sum(-1, keepdims=True) + 1e-10) + 1e-10))
+    return out
+
+  return sum(
+    ((fx - fy) ** 2 * params[f"lin{l}"]["kernel"][0, 0, :, 0]).sum(-1).mean(axis=(1, 2))
+    for l, (fx, fy) in enumerate(zip(taps(x), taps(y)))
+  )
+
+
 def test_lpips_follows_its_equation_with_random_weights():
   variables = pm.random_variables("lpips", seed=0)
+  # The VGG16 backbone shares Lpips's scope: the flat layout the converter writes and old npz files hold.
+  names = [name for block in LPIPS_BLOCKS for name in block] + [f"lin{l}" for l in range(5)]
+  assert sorted(variables["params"]) == sorted(names)
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.uniform(-1, 1, (2, 24, 20, 3)), jnp.float32)
   y = jnp.asarray(rng.uniform(-1, 1, (2, 24, 20, 3)), jnp.float32)
-  lpips = jax.jit(pm.LpipsVGG().apply)
+  lpips = jax.jit(pm.Lpips().apply)
   d = np.asarray(lpips(variables, x, y))
   assert d.shape == (2,) and (d > 0).all()
   np.testing.assert_allclose(lpips(variables, y, x), d, rtol=1e-5)
   np.testing.assert_allclose(lpips(variables, x, x), 0.0, atol=1e-7)
-  # Only layer 1's weights on: LPIPS = mean_hw sum_c w_c (n(relu1_2(x)) - n(relu1_2(y)))^2, evaluated here with
-  # lax convolutions straight from the parameters.
+  # All five layers (24 x 20 -> relu5_3 at 1 x 1, odd sizes floored by the pools) against the equation.
   params = jax.tree.map(np.asarray, variables["params"])
-  for i in range(1, 5):
-    params[f"lin{i}"]["kernel"] = np.zeros_like(params[f"lin{i}"]["kernel"])
-  single = float(lpips({"params": params}, x[:1], y[:1])[0])
-
-  def relu1_2(image):
-    h = (np.asarray(image) - np.array(pm.LPIPS_SHIFT)) / np.array(pm.LPIPS_SCALE)
-    for name in ("conv1_1", "conv1_2"):
-      h = jax.lax.conv_general_dilated(
-        h,
-        params[name]["kernel"],
-        (1, 1),
-        ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST,
-      )
-      h = np.maximum(np.asarray(h) + params[name]["bias"], 0)
-    return h / (np.sqrt((h * h).sum(-1, keepdims=True) + 1e-10) + 1e-10)
-
-  w = params["lin0"]["kernel"][0, 0, :, 0]
-  expected = ((relu1_2(x[:1]) - relu1_2(y[:1])) ** 2 * w).sum(-1).mean()
-  assert single == pytest.approx(expected, rel=1e-4)
+  np.testing.assert_allclose(d, lpips_reference(params, x, y), rtol=1e-4)
+  # Only layer 1's weights on: the relu1_2 term alone, part of the total.
+  for l in range(1, 5):
+    params[f"lin{l}"] = {"kernel": np.zeros_like(params[f"lin{l}"]["kernel"])}
+  single = np.asarray(lpips({"params": params}, x, y))
+  np.testing.assert_allclose(single, lpips_reference(params, x, y), rtol=1e-4)
+  assert (single < d).all()
 
 
 def test_inception_has_torchvisions_layers_and_sizes():
@@ -123,24 +168,10 @@ def torch_style(flat):
   return out
 
 
-def test_converters_map_torch_state_dicts(tmp_path):
-  rng = np.random.default_rng(3)
-  flat = {
-    k: rng.standard_normal(v.shape).astype(np.float32)
-    for k, v in traverse_util.flatten_dict(pm.abstract_variables("inception"), sep="/").items()
-  }
-  converted = pm.inception_from_torch(torch_style(flat))
-  assert converted.keys() == flat.keys()
-  for key in flat:
-    np.testing.assert_array_equal(converted[key], flat[key])
-  np.savez(tmp_path / "inception.npz", **converted)
-  pm.load_variables("inception", tmp_path / "inception.npz")
-  with pytest.raises(ValueError, match="unexpected key 'Mixed_5b.branch1x1.weight'"):
-    pm.inception_from_torch({"Mixed_5b.branch1x1.weight": np.zeros(1)})
-
-  # LPIPS: torchvision features.{i} OIHW -> HWIO, applied as torch's cross-correlation
+def torch_lpips_state_dicts(rng):
+  """Random torchvision vgg16 and lpips vgg.pth state dicts, OIHW as torch holds them."""
   vgg = {}
-  for name, index in pm.VGG16_TORCH_INDEX.items():
+  for name, index in VGG16_TORCH_INDEX.items():
     shape = traverse_util.flatten_dict(pm.abstract_variables("lpips"), sep="/")[f"params/{name}/kernel"].shape
     vgg[f"features.{index}.weight"] = rng.standard_normal((shape[3], shape[2], 3, 3)).astype(np.float32)
     vgg[f"features.{index}.bias"] = rng.standard_normal(shape[3]).astype(np.float32)
@@ -148,12 +179,35 @@ def test_converters_map_torch_state_dicts(tmp_path):
     f"lin{i}.model.1.weight": np.abs(rng.standard_normal((1, c, 1, 1))).astype(np.float32)
     for i, c in enumerate((64, 128, 256, 512, 512))
   }
-  arrays = pm.lpips_from_torch(vgg, lins)
+  return vgg, lins
+
+
+def test_converters_map_torch_state_dicts(tmp_path):
+  rng = np.random.default_rng(3)
+  flat = {
+    k: rng.standard_normal(v.shape).astype(np.float32)
+    for k, v in traverse_util.flatten_dict(pm.abstract_variables("inception"), sep="/").items()
+  }
+  converted = convert_inception.inception_from_torch(torch_style(flat))
+  assert converted.keys() == flat.keys()
+  for key in flat:
+    np.testing.assert_array_equal(converted[key], flat[key])
+  np.savez(tmp_path / "inception.npz", **converted)
+  pm.load_variables("inception", tmp_path / "inception.npz")
+  with pytest.raises(ValueError, match="unexpected key 'Mixed_5b.branch1x1.weight'"):
+    convert_inception.inception_from_torch({"Mixed_5b.branch1x1.weight": np.zeros(1)})
+
+  # LPIPS: torchvision features.{i} OIHW -> HWIO, applied as torch's cross-correlation
+  vgg, lins = torch_lpips_state_dicts(rng)
+  arrays = convert_lpips.lpips_from_torch(vgg, lins)
+  # a full lpips checkpoint names the same convs net.slice{k}.{i}
+  in_slices = {f"net.slice{1 + int(k.split('.')[1]) // 5}.{k.split('.', 1)[1]}": v for k, v in vgg.items()}
+  assert {k: v.tobytes() for k, v in convert_lpips.lpips_from_torch(in_slices, lins).items()} == {
+    k: v.tobytes() for k, v in arrays.items()
+  }
   np.savez(tmp_path / "lpips.npz", **arrays)
   variables = pm.load_variables("lpips", tmp_path / "lpips.npz")
   x = rng.standard_normal((1, 6, 7, 3)).astype(np.float32)
-  import flax.linen as nn
-
   y = nn.Conv(64, (3, 3), padding=((1, 1), (1, 1))).apply({"params": variables["params"]["conv1_1"]}, x)
   w, b = vgg["features.0.weight"], vgg["features.0.bias"]
   expected = b + np.einsum("oikl,kli->o", w, x[0, 2:5, 3:6, :])  # out[o] at pixel (3, 4), torch semantics
@@ -162,7 +216,38 @@ def test_converters_map_torch_state_dicts(tmp_path):
     variables["params"]["lin2"]["kernel"][0, 0, :, 0], lins["lin2.model.1.weight"][0, :, 0, 0]
   )
   with pytest.raises(ValueError, match="missing 'lin4.model.1.weight'"):
-    pm.lpips_from_torch(vgg, {k: v for k, v in lins.items() if "lin4" not in k})
+    convert_lpips.lpips_from_torch(vgg, {k: v for k, v in lins.items() if "lin4" not in k})
+
+
+def test_converter_command_lines_write_whole_files_or_one_error_line(tmp_path, monkeypatch):
+  vgg, lins = torch_lpips_state_dicts(np.random.default_rng(5))
+  paths = {"vgg": str(tmp_path / "vgg16.pth"), "lin": str(tmp_path / "vgg.pth")}
+  held = {paths["vgg"]: vgg, paths["lin"]: lins}
+  for path in held:
+    pathlib.Path(path).write_bytes(b"stand-in")
+  args = ["--vgg", paths["vgg"], "--lin", paths["lin"], "--output"]
+  # Without torch a .pth asks for it, in one error line.
+  monkeypatch.setitem(sys.modules, "torch", None)
+  with pytest.raises(SystemExit, match=r"^error: reading .*vgg16.pth needs PyTorch: pip install torch"):
+    convert_lpips.main(args + [str(tmp_path / "never.npz")])
+  # The state dicts torch would read, without torch:
+  monkeypatch.setattr(convert_lpips._torch_npz, "read_state_dict", lambda path, hint="": held[path])
+  convert_lpips.main(args + [str(tmp_path / "lpips_vgg")])  # written under exactly this name, no .npz appended
+  variables = pm.load_variables("lpips", tmp_path / "lpips_vgg")
+  np.testing.assert_array_equal(variables["params"]["conv5_3"]["bias"], vgg["features.28.bias"])
+  held[paths["lin"]] = {k: v for k, v in lins.items() if "lin4" not in k}
+  with pytest.raises(SystemExit, match=r"^error: not an lpips vgg.pth: missing 'lin4.model.1.weight'"):
+    convert_lpips.main(args + [str(tmp_path / "second.npz")])
+  with pytest.raises(SystemExit, match=r"^error: .*missing.pth does not exist"):
+    convert_lpips.main(["--vgg", str(tmp_path / "missing.pth"), "--lin", paths["lin"], "--output", "x.npz"])
+  # Inception: a misshapen array is caught before anything is written.
+  shapes = traverse_util.flatten_dict(pm.abstract_variables("inception"), sep="/")
+  flat = {k: np.zeros(v.shape, np.float32) for k, v in shapes.items()}
+  flat["params/Mixed_7c/branch_pool/conv/kernel"] = np.zeros((1, 1, 2048, 100), np.float32)
+  held[str(tmp_path / "vgg16.pth")] = torch_style(flat)
+  with pytest.raises(SystemExit, match=r"^error: .*vgg16.pth does not fit the network \(1 problems\): .*branch_pool"):
+    convert_inception.main(["--input", paths["vgg"], "--output", str(tmp_path / "inception.npz")])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["lpips_vgg", "vgg.pth", "vgg16.pth"]  # no partial files
 
 
 def test_weights_files_fail_in_one_line(tmp_path):
