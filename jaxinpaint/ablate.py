@@ -12,12 +12,23 @@ finished one, whose saved config equals the requested one, is reused without rec
 `ablation_grid.png` (the same examples inpainted by every method). Frozen mask packs join with
 `--override=eval.masks=centre,pack:DIR` (tables name their pack ids); every row names the loss its run trained
 with (`evaluate.loss_label`).
+
+`--seeds=N` (N > 1) trains each config N times, seed k in `WORKDIR/<config name>/seed<k>` with
+`config.seed + k`, through the same reuse/resume/refuse rules, and scores every run and the peers (once: they are
+deterministic) on the same eval set. Each table row then holds the mean over seeds of every metric with its sample
+std (ddof=1, `<metric>_std` in the CSV/JSON, `seeds` = N; peers std 0, seeds 1); every model cell reads
+`mean ± std` (best in bold by the mean), the bars get error bars, and for each pair of trained methods a line gives
+the PSNR and SSIM difference of the means in pooled stds. The per-seed rows are kept in `ablation_seeds.csv` and
+under `seed_results` in `ablation.json`. N = 1 (the default) is one run per config in `WORKDIR/<config name>`.
 """
 
 from __future__ import annotations
 
 import ast
+import csv
+import itertools
 import json
+import math
 import os
 from collections.abc import Sequence
 
@@ -28,6 +39,7 @@ from absl import logging
 
 from jaxinpaint import baselines, configs_lib, evaluate
 from jaxinpaint.eval import perceptual as perceptual_lib
+from jaxinpaint.data import sources
 
 # How tables name the configs this project ships; others appear under their file name.
 LABELS = {
@@ -189,7 +201,11 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
     for j, metric in enumerate(metrics_):
       ax = axes[i, j]
       values = [results.value(m, kind, metric) for m in methods]
-      bars = ax.bar(range(len(methods)), values, color=colours)
+      stds = [results.std(m, kind, metric) for m in methods]  # over seeds; None for peers and single runs
+      errors = (
+        {"yerr": [np.nan if s is None else s for s in stds], "capsize": 3} if any(s is not None for s in stds) else {}
+      )
+      bars = ax.bar(range(len(methods)), values, color=colours, **errors)
       for bar, method in zip(bars, methods):
         if method in classical:
           bar.set_hatch("//")
@@ -204,7 +220,16 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
     plt.Rectangle((0, 0), 1, 1, color=colours[i], hatch="//" if m in classical else "") for i, m in enumerate(methods)
   ]
   height = 2.6 * len(kinds) + 0.8
-  fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 4), fontsize=8, frameon=False)
+  seeds = results.info.get("seeds", 1)
+  fig.legend(
+    handles,
+    methods,
+    loc="lower center",
+    ncol=min(len(methods), 4),
+    fontsize=8,
+    frameon=False,
+    **({"title": f"error bars: sample std over {seeds} seeds", "title_fontsize": 8} if seeds > 1 else {}),
+  )
   fig.tight_layout(rect=(0, 0.6 / height, 1, 1))  # leave the bottom strip to the legend
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)
@@ -251,15 +276,110 @@ def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> 
 # ------------------------------------------------------------------------------------------------ driver
 
 
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+def seed_runs(
+  config: ml_collections.ConfigDict, rundir: str, seeds: int
+) -> list[tuple[ml_collections.ConfigDict, str]]:
+  """(config, workdir) of each run of one config: `rundir` itself for one seed; for N seeds, seed k trains in
+  `rundir/seed<k>` with `config.seed + k`."""
+  if seeds == 1:
+    return [(config, rundir)]
+  out = []
+  for k in range(seeds):
+    seeded = config.copy_and_resolve_references()
+    seeded.seed = config.seed + k
+    out.append((seeded, os.path.join(rundir, f"seed{k}")))
+  return out
+
+
+def aggregate_seeds(per_seed: Sequence[evaluate.Results]) -> evaluate.Results:
+  """One row per (method, kind) from the per-seed results (seed k's run of every config in `per_seed[k]`; the
+  classical peers only in `per_seed[0]`): every metric's mean over seeds, its sample std (ddof=1) as
+  `<metric>_std` and `seeds` (peers: std 0, seeds 1). Samples, kinds and notes are seed 0's."""
+  first = per_seed[0]
+  rows = []
+  for row in first.rows:
+    same = [row] if row["classical"] else [r.row(row["method"], row["kind"]) for r in per_seed]
+    metrics_ = [k for k, v in row.items() if isinstance(v, float)]
+    out = {k: v for k, v in row.items() if k not in metrics_}
+    values = {m: np.asarray([r[m] for r in same], np.float64) for m in metrics_}
+    out.update({m: float(v.mean()) for m, v in values.items()})
+    out.update({f"{m}_std": float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()})
+    out["seeds"] = len(same)
+    rows.append(out)
+  notes = list(dict.fromkeys(n for r in per_seed for n in r.notes))
+  return evaluate.Results(rows, first.kinds, first.samples, notes, dict(first.info))
+
+
+ORDER_METRICS = ("psnr", "ssim")
+
+
+def orderings(results: evaluate.Results) -> list[dict]:
+  """For each non-bucket kind, PSNR and SSIM, and each pair (a, b) of trained methods in table order: the
+  difference of the means a - b and that difference in pooled stds sqrt((s_a^2 + s_b^2) / 2) (None when both
+  stds are 0)."""
+  trained = [m for m in results.methods if results.std(m, results.info["kinds"][0], "psnr") is not None]
+  kinds = [k for k in results.info["kinds"] if k not in evaluate.BUCKET_KINDS] or results.info["kinds"]
+  out = []
+  for kind in kinds:
+    for a, b in itertools.combinations(trained, 2):
+      for metric in ORDER_METRICS:
+        diff = results.value(a, kind, metric) - results.value(b, kind, metric)
+        pooled = math.sqrt((results.std(a, kind, metric) ** 2 + results.std(b, kind, metric) ** 2) / 2)
+        sigmas = diff / pooled if pooled > 0 else None
+        out.append(dict(kind=kind, metric=metric, a=a, b=b, difference=diff, pooled_std=pooled, sigmas=sigmas))
+  return out
+
+
+def ordering_lines(results: evaluate.Results) -> list[str]:
+  """Markdown under the tables: 'Free-form, WConv − PConv: +0.31 dB PSNR (1.8 σ), +0.004 SSIM (0.9 σ)' per
+  kind and pair of trained methods (`orderings`); [] without seeds or with fewer than two trained methods."""
+  items = orderings(results)
+  if not items:
+    return []
+  lines = ["", "Ordering of the trained methods (difference of the means, in pooled stds sqrt((s1² + s2²) / 2)):", ""]
+  packs = results.info.get("packs")
+  for i in range(0, len(items), len(ORDER_METRICS)):
+    group = items[i : i + len(ORDER_METRICS)]
+    parts = []
+    for item in group:
+      unit = " dB PSNR" if item["metric"] == "psnr" else f" {evaluate.METRIC_LABELS[item['metric']]}"
+      size = "std 0" if item["sigmas"] is None else f"{abs(item['sigmas']):.1f} σ"
+      sign = "−" if item["difference"] < 0 else "+"
+      parts.append(f"{sign}{evaluate._fmt(item['metric'], abs(item['difference']))}{unit} ({size})")
+    head = group[0]
+    lines.append(f"- {evaluate.kind_label(head['kind'], packs)}, {head['a']} − {head['b']}: " + ", ".join(parts))
+  return lines
+
+
+def _write_seed_rows(rows: Sequence[dict], path: str) -> str:
+  """`ablation_seeds.csv`: one row per trained method x seed x kind, every metric as measured."""
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  return path
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
 def ablate(
   config_paths: Sequence[str],
   workdir: str,
   *,
   variant: str | None = None,
   overrides: Sequence[str] = (),
+  seeds: int = 1,
   progress: bool = True,
 ) -> evaluate.Results:
-  """Trains or reuses each config's run under `workdir`, then writes the comparison (module docstring)."""
+  """Trains or reuses each config's run under `workdir` (`seeds` runs each, `seed_runs`), then writes the
+  comparison (module docstring); with several seeds every model cell is `mean ± std` over them."""
+  if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    raise ValueError(f"--seeds must be a whole number of runs per config, at least 1; got {seeds!r}")
+  seeds = int(seeds)
   if not config_paths:
     raise ValueError("--configs names no config file")
   names = run_names(config_paths)
@@ -273,21 +393,61 @@ def ablate(
   first = next(iter(configs.values()))
   devices = jax.devices()
   eval_set = evaluate.EvalSet.from_config(first, len(devices))  # checks the mask kinds before any training
-  status = {name: ensure_trained(config, os.path.join(workdir, name)) for name, config in configs.items()}
-  methods, steps = {}, {}
-  for name, config in configs.items():
-    run = evaluate.restore_run(os.path.join(workdir, name), config, devices, batch_size=eval_set.batch_size)
-    label = LABELS.get(name, name)
-    methods[label] = run.method()
-    steps[label] = run.step
-    mesh = run.mesh
-  methods.update(evaluate.baseline_methods(baselines.parse_names(first.eval.baselines)))
+  todo = {name: seed_runs(config, os.path.join(workdir, name), seeds) for name, config in configs.items()}
+  status = {
+    os.path.relpath(rundir, workdir): ensure_trained(config, rundir) for name in names for config, rundir in todo[name]
+  }
+  labels = {name: LABELS.get(name, name) for name in names}
+  peers = evaluate.baseline_methods(baselines.parse_names(first.eval.baselines))
   perceptual = perceptual_lib.Perceptual.from_config(first.eval)
-  results = evaluate.evaluate_methods(methods, eval_set, mesh=mesh, perceptual=perceptual, progress=progress)
+  source = sources.make_source(eval_set.data, "eval")
+  # seed k's run of every config, scored on the same eval set; the peers are deterministic, so only once
+  per_seed, steps = [], {label: [] for label in labels.values()}
+  for k in range(seeds):
+    methods = {}
+    for name in names:
+      config, rundir = todo[name][k]
+      run = evaluate.restore_run(rundir, config, devices, batch_size=eval_set.batch_size)
+      methods[labels[name]] = run.method()
+      steps[labels[name]].append(run.step)
+      mesh = run.mesh
+    if k == 0:
+      methods.update(peers)
+    per_seed.append(
+      evaluate.evaluate_methods(methods, eval_set, mesh=mesh, source=source, perceptual=perceptual, progress=progress)
+    )
+    del methods, run  # the next seed's models replace these
+  steps = {label: s[0] if len(set(s)) == 1 else s for label, s in steps.items()}
+  seed_rows = []
+  if seeds == 1:
+    results = per_seed[0]
+  else:
+    results = aggregate_seeds(per_seed)
+    seed_values = {labels[name]: [config.seed for config, _ in todo[name]] for name in names}
+    results.info.update(seeds=seeds, seed_values=seed_values, orderings=orderings(results))
+    by_label = {label: name for name, label in labels.items()}
+    for k, result in enumerate(per_seed):
+      for row in result.rows:
+        if not row["classical"]:
+          name = by_label[row["method"]]
+          seed_rows.append(
+            {"method": row["method"], "kind": row["kind"], "seed": todo[name][k][0].seed, "run": f"{name}/seed{k}"}
+            | {key: v for key, v in row.items() if key not in ("method", "kind")}
+          )
   results.info.update(steps=steps, runs=status, configs=list(config_paths), variant=variant or "")
   if jax.process_index() == 0:
-    title = "Ablation: " + ", ".join(f"{LABELS.get(n, n)} ({steps[LABELS.get(n, n)]} steps)" for n in names)
-    paths = evaluate.write_results(results, workdir, stem="ablation", title=title)
+    seeds_text = f", {seeds} seeds" if seeds > 1 else ""
+
+    def steps_text(s):
+      return f"{s}" if isinstance(s, int) else f"{min(s)}-{max(s)}"
+
+    title = "Ablation: " + ", ".join(f"{labels[n]} ({steps_text(steps[labels[n]])} steps{seeds_text})" for n in names)
+    extra = {"seed_results": seed_rows} if seed_rows else None
+    paths = evaluate.write_results(
+      results, workdir, stem="ablation", title=title, footer=ordering_lines(results), extra=extra
+    )
+    if seed_rows:
+      paths["seeds"] = _write_seed_rows(seed_rows, os.path.join(workdir, "ablation_seeds.csv"))
     paths["bars"] = bar_chart(results, os.path.join(workdir, "ablation_bars.png"))
     paths["grid"] = image_grid(results, os.path.join(workdir, "ablation_grid.png"))
     logging.info("wrote %s", ", ".join(paths.values()))
@@ -303,12 +463,17 @@ def main(argv=None) -> None:
   flags.DEFINE_string("variant", "", "Variant for every config (demo, tiny); '' = full size.")
   flags.DEFINE_string("workdir", None, "Directory for the runs (one sub-directory each) and the outputs.")
   flags.DEFINE_multi_string("override", [], "key=value applied to every config, e.g. eval.masks=centre,free_form.")
+  flags.DEFINE_integer(
+    "seeds", 1, "Runs per config (seed k: config.seed + k in WORKDIR/<config>/seed<k>); 1 = one run."
+  )
   flags.mark_flags_as_required(["configs", "workdir"])
   FLAGS = flags.FLAGS
 
   def run() -> None:
-    results = ablate(FLAGS.configs, FLAGS.workdir, variant=FLAGS.variant or None, overrides=FLAGS.override)
-    print(evaluate.markdown(results, "Ablation"))
+    results = ablate(
+      FLAGS.configs, FLAGS.workdir, variant=FLAGS.variant or None, overrides=FLAGS.override, seeds=FLAGS.seeds
+    )
+    print(evaluate.markdown(results, "Ablation", ordering_lines(results)))
 
   def errors() -> tuple[type[BaseException], ...]:
     from jaxinpaint import train

@@ -295,9 +295,18 @@ class Results:
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def value(self, method: str, kind: str, metric: str) -> float:
+    return self.row(method, kind)[metric]
+
+  def std(self, method: str, kind: str, metric: str) -> float | None:
+    """The sample std over seeds of a row that averages several runs (`<metric>_std`, `seeds` > 1), else None."""
+    row = self.row(method, kind)
+    return row.get(f"{metric}_std") if row.get("seeds", 1) > 1 else None
+
+  def row(self, method: str, kind: str) -> dict[str, Any]:
+    """The row of one method under one mask kind (KeyError when there is none)."""
     for row in self.rows:
       if row["method"] == method and row["kind"] == kind:
-        return row[metric]
+        return row
     raise KeyError((method, kind))
 
   @property
@@ -434,18 +443,34 @@ def _fmt(metric: str, value: float) -> str:
   return f"{value:.2f}" if metric in ("psnr", "psnr_full", "fid") else f"{value:.3f}"
 
 
+def _std_note(info: dict[str, Any]) -> str:
+  """The line under a table of `mean ± std` cells: how many seeds, and which (`info['seed_values']`)."""
+  values = info.get("seed_values", {})
+  spans = {method: f"{v[0]}..{v[-1]}" if len(v) > 1 else f"{v[0]}" for method, v in values.items() if v}
+  if len(set(spans.values())) == 1:
+    which = f" (seeds {next(iter(spans.values()))})"
+  else:
+    which = " (seeds " + ", ".join(f"{m} {s}" for m, s in spans.items()) + ")" if spans else ""
+  return f"Model cells: mean ± sample std over {info.get('seeds', '')} seeds{which}; best in bold by the mean."
+
+
 def _table(results: Results, kinds: Sequence[str], metrics_: Sequence[str], header) -> list[str]:
+  """Markdown rows, best per column in bold; a row averaged over seeds reads `mean ± std` (`Results.std`)."""
   methods = results.methods
   cols = [(k, m) for k in kinds for m in metrics_]
   best = {c: _best(results, *c, methods) for c in cols}
   lines = ["| method | " + " | ".join(header(k, m) for k, m in cols) + " |", "|---|" + "---:|" * len(cols)]
+  with_std = False
   for method in methods:
     cells = []
     for k, m in cols:
       text = _fmt(m, results.value(method, k, m))
+      std = results.std(method, k, m)
+      if std is not None:
+        text, with_std = f"{text} ± {_fmt(m, std)}", True
       cells.append(f"**{text}**" if method in best[(k, m)] else text)
     lines.append(f"| {method_label(results, method)} | " + " | ".join(cells) + " |")
-  return lines
+  return lines + (["", _std_note(results.info)] if with_std else [])
 
 
 def method_label(results: Results, method: str) -> str:
@@ -458,9 +483,10 @@ def _arrow(metric: str) -> str:
   return "↓" if metric in LOWER_IS_BETTER else "↑" if metric in HIGHER_IS_BETTER else "≈"
 
 
-def markdown(results: Results, title: str = "Evaluation") -> str:
+def markdown(results: Results, title: str = "Evaluation", footer: Sequence[str] = ()) -> str:
   """Table I's layout (methods x mask kind x L1/L2/TV/SSIM/PSNR, best per column in bold) for the non-bucket
-  kinds, then the hole-ratio buckets as the partial-conv paper reports them (L1, PSNR, SSIM per bucket)."""
+  kinds, then the hole-ratio buckets as the partial-conv paper reports them (L1, PSNR, SSIM per bucket), then
+  the `footer` lines (e.g. the ablation's orderings)."""
   info = results.info
   out = [f"## {title}", ""]
   step = f"Checkpoint step {info['step']}. " if "step" in info else ""
@@ -498,6 +524,7 @@ def markdown(results: Results, title: str = "Evaluation") -> str:
         "",
         *_table(results, buckets, [metric], lambda k, m: k[5:] + " %"),
       ]
+  out += list(footer)
   gt = ", ".join(f"{kind_label(k, packs)} {v['target_tv']:.3f}" for k, v in results.kinds.items())
   ratio = ", ".join(f"{kind_label(k, packs)} {v['hole_ratio']:.3f}" for k, v in results.kinds.items())
   out += ["", f"Ground-truth TV over the same pairs: {gt}.", f"Mean hole ratio: {ratio}."]
@@ -506,9 +533,16 @@ def markdown(results: Results, title: str = "Evaluation") -> str:
 
 
 def write_results(
-  results: Results, directory: str, stem: str = "eval_results", title: str = "Evaluation"
+  results: Results,
+  directory: str,
+  stem: str = "eval_results",
+  title: str = "Evaluation",
+  *,
+  footer: Sequence[str] = (),
+  extra: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-  """Writes `<stem>.csv` (one row per method x kind), `<stem>.json` and `<stem>.md` to `directory`."""
+  """Writes `<stem>.csv` (one row per method x kind), `<stem>.json` (plus the `extra` keys) and `<stem>.md`
+  (`markdown` with `footer`) to `directory`."""
   os.makedirs(directory, exist_ok=True)
   paths = {ext: os.path.join(directory, f"{stem}.{ext}") for ext in ("csv", "json", "md")}
   names = ["method", "kind", "classical", "n"] + [
@@ -520,13 +554,13 @@ def write_results(
     writer.writerows(results.rows)
   with open(paths["json"], "w") as f:
     json.dump(
-      {"info": results.info, "kinds": results.kinds, "results": results.rows, "notes": results.notes},
+      {"info": results.info, "kinds": results.kinds, "results": results.rows, "notes": results.notes, **(extra or {})},
       f,
       indent=2,
       allow_nan=False,
     )
   with open(paths["md"], "w") as f:
-    f.write(markdown(results, title))
+    f.write(markdown(results, title, footer))
   return paths
 
 

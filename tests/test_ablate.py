@@ -2,6 +2,7 @@
 config and refuses other configs' runs, scores runs and classical peers on the same examples, writes the
 Table-I-shaped Markdown (best per column in bold), CSV, JSON, a bar chart and an image grid; overrides are typed."""
 
+import csv
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinpaint import ablate, train
+from jaxinpaint import ablate, runs, train
 
 from helpers import ROOT  # tests/helpers.py
 
@@ -23,7 +24,8 @@ OVERRIDES = ["eval.masks=centre,free_form", "eval.examples=8", "eval.baselines=t
 @pytest.fixture
 def fake_training(monkeypatch):
   """train.train_and_evaluate replaced by writing the finished run's config and a checkpoint (the trainer has
-  its own tests); records what it was asked to train."""
+  its own tests) of the state initialised from `config.seed`, so runs of different seeds score differently;
+  records what it was asked to train."""
   calls = []
 
   def fake(config, workdir, **kwargs):
@@ -88,6 +90,123 @@ def test_ablation_trains_reuses_and_writes_the_table(tmp_path, fake_training):
   again = json.load(open(tmp_path / "ablation.json"))
   assert again["info"]["runs"] == {"wconv": "reused", "plain": "reused"}
   assert again["results"] == data["results"]
+  # one seed (the default) is the layout and tables of before --seeds: no seed dirs, no std, no per-seed file
+  assert os.path.isfile(tmp_path / "wconv" / "config.json")
+  assert not any(name.startswith("seed") for name in os.listdir(tmp_path / "wconv"))
+  assert "±" not in table and "seeds" not in data["info"] and "seed_results" not in data
+  assert not any(key.endswith("_std") or key == "seeds" for key in data["results"][0])
+  assert not os.path.exists(tmp_path / "ablation_seeds.csv")
+
+
+SEED_OVERRIDES = ["eval.masks=centre,hole_10-20", "eval.examples=8", "eval.baselines=telea"]
+SEED_METRICS = ("l1", "l2", "tv", "ssim", "psnr", "psnr_full")
+COLUMN_METRICS = {"L1": "l1", "L2": "l2", "TV": "tv", "SSIM": "ssim", "PSNR": "psnr"}
+
+
+def test_seeds_train_each_config_n_times_and_cells_read_mean_and_std(tmp_path, fake_training):
+  results = ablate.ablate(CONFIGS, str(tmp_path), variant="tiny", overrides=SEED_OVERRIDES, seeds=2, progress=False)
+  # seed k of each config in <name>/seed<k>, with the config's seed + k, through ensure_trained
+  assert [(name, c.model.conv, c.seed) for name, c in fake_training] == [
+    ("seed0", "weighted", 0),
+    ("seed1", "weighted", 1),
+    ("seed0", "plain", 0),
+    ("seed1", "plain", 1),
+  ]
+  assert results.info["runs"] == {f"{n}/seed{k}": "trained" for n in ("wconv", "plain") for k in (0, 1)}
+  for name in ("wconv", "plain"):
+    assert sorted(os.listdir(tmp_path / name)) == ["seed0", "seed1"]
+    assert [runs.load_config(str(tmp_path / name / f"seed{k}")).seed for k in (0, 1)] == [0, 1]
+
+  data = json.load(open(tmp_path / "ablation.json"))
+  per_seed = data["seed_results"]
+  assert len(per_seed) == 2 * 2 * 2  # trained methods x seeds x kinds
+  with open(tmp_path / "ablation_seeds.csv") as f:
+    csv_rows = list(csv.DictReader(f))
+  assert [(r["method"], r["kind"], int(r["seed"]), r["run"]) for r in csv_rows] == [
+    (r["method"], r["kind"], r["seed"], r["run"]) for r in per_seed
+  ]
+  assert all(float(c["psnr"]) == r["psnr"] for c, r in zip(csv_rows, per_seed))
+  assert [(r["method"], r["kind"]) for r in data["results"]] == [
+    (m, k) for k in ("centre", "hole_10-20") for m in ("WConv", "Plain conv", "OpenCV Telea")
+  ]
+  for row in data["results"]:
+    if row["classical"]:  # deterministic: scored once
+      assert row["seeds"] == 1 and all(row[f"{m}_std"] == 0.0 for m in SEED_METRICS)
+      continue
+    mine = [r for r in per_seed if (r["method"], r["kind"]) == (row["method"], row["kind"])]
+    assert row["seeds"] == 2 and [r["seed"] for r in mine] == [0, 1]
+    for m in SEED_METRICS:
+      values = np.asarray([r[m] for r in mine])
+      np.testing.assert_allclose(row[m], values.mean(), rtol=1e-12)
+      np.testing.assert_allclose(row[f"{m}_std"], values.std(ddof=1), rtol=1e-12)
+      assert row[f"{m}_std"] > 0, (row["method"], m)  # the two seeds' models differ
+
+  lines = open(tmp_path / "ablation.md").read().splitlines()
+  assert lines[0] == "## Ablation: WConv (20 steps, 2 seeds), Plain conv (20 steps, 2 seeds)"
+  note = "Model cells: mean ± sample std over 2 seeds (seeds 0..1); best in bold by the mean."
+  assert lines.count(note) == 4  # under the headline table and the three hole-ratio tables
+  header = next(line for line in lines if line.startswith("| method | Centre"))
+  columns = [c.split()[1] for c in header.strip("| ").split(" | ")[1:]]
+  table_rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ") and "method" not in line]
+  headline = table_rows[:3]
+  by_method = {r["method"]: r for r in data["results"] if r["kind"] == "centre"}
+  target_tv = data["kinds"]["centre"]["target_tv"]
+  for j, column in enumerate(columns, start=1):
+    m = COLUMN_METRICS[column]
+    for cells, method in zip(headline, by_method):
+      row = by_method[method]
+      text = cells[j].strip("*")
+      if row["classical"]:
+        assert "±" not in text
+      else:
+        digits = 2 if m == "psnr" else 3
+        assert text == f"{row[m]:.{digits}f} ± {row[f'{m}_std']:.{digits}f}", (method, column)
+
+    def badness(method, m=m):
+      value = by_method[method][m]
+      return abs(value - target_tv) if m == "tv" else -value if m in ("ssim", "psnr") else value
+
+    best = min(by_method, key=badness)  # by the mean
+    assert [cells[j].startswith("**") for cells in headline] == [method == best for method in by_method], column
+  for cells in table_rows[3:]:  # the hole-ratio tables: models mean ± std, the peer a plain number
+    assert ("±" in cells[1]) == (not cells[0].startswith("OpenCV"))
+
+  # the ordering lines: difference of the means, in pooled stds
+  for kind, label in (("centre", "Centre"),):
+    a, b = (next(r for r in data["results"] if (r["method"], r["kind"]) == (m, kind)) for m in ("WConv", "Plain conv"))
+    parts = []
+    for m, unit, digits in (("psnr", "dB PSNR", 2), ("ssim", "SSIM", 3)):
+      diff = a[m] - b[m]
+      sigmas = abs(diff) / np.sqrt((a[f"{m}_std"] ** 2 + b[f"{m}_std"] ** 2) / 2)
+      parts.append(f"{'−' if diff < 0 else '+'}{abs(diff):.{digits}f} {unit} ({sigmas:.1f} σ)")
+    assert f"- {label}, WConv − Plain conv: {', '.join(parts)}" in lines
+  assert len(data["info"]["orderings"]) == 2  # one kind outside the buckets x PSNR, SSIM x one pair
+  image = np.asarray(Image.open(tmp_path / "ablation_bars.png"))
+  assert image.ndim == 3 and min(image.shape[:2]) > 200 and image.std() > 10
+
+  # seed 0 of --seeds=2 is the same run as --seeds=1 of the same config: the same numbers
+  one = ablate.ablate(CONFIGS, str(tmp_path / "one"), variant="tiny", overrides=SEED_OVERRIDES, progress=False)
+  assert sorted(os.listdir(tmp_path / "one" / "wconv")) == sorted(os.listdir(tmp_path / "wconv" / "seed0"))
+  for row in one.rows:
+    same = per_seed if not row["classical"] else data["results"]  # a peer's row is its one measurement
+    seed0 = next(r for r in same if (r["method"], r["kind"], r.get("seed", 0)) == (row["method"], row["kind"], 0))
+    assert all(seed0[m] == row[m] for m in SEED_METRICS), row["method"]
+
+
+def test_seeds_must_be_a_positive_count(tmp_path):
+  for seeds in (0, -1, True, 1.5):
+    with pytest.raises(ValueError, match=r"--seeds must be a whole number of runs per config, at least 1; got "):
+      ablate.ablate(CONFIGS, str(tmp_path), variant="tiny", seeds=seeds)
+  assert not os.listdir(tmp_path)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  workdir = tmp_path / "runs"
+  cmd = [sys.executable, "-m", "jaxinpaint.ablate", f"--configs={CONFIGS[0]}", f"--workdir={workdir}", "--seeds=0"]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+    "error: --seeds must be a whole number of runs per config, at least 1; got 0"
+  )
+  assert not workdir.exists()
 
 
 def test_overrides_are_typed_like_the_config():
