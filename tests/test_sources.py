@@ -265,3 +265,17 @@ def test_demo_training_stream_reads_only_training_photos(monkeypatch):
   train = sources.DemoSource("train")
   grey = [n for n, image in zip(train.names, train._images) if np.array_equal(image[..., 0], image[..., 2])]
   assert len(train) >= 16 and {"camera", "brick", "grass"} <= set(grey)
+
+
+def test_demo_second_held_out_set_comes_from_a_package_without_training_photos():
+  """data.eval_split='other_package': held-out photos whose wheel ships no training photo (issue 12's second set)."""
+  train_packages = {sources.DEMO_PHOTOS[n].package for n in sources.DemoSource("train").names}
+  other = sources.DemoSource("eval", "other_package")
+  assert other.names == ["grace_hopper"]  # matplotlib's; every training photo is scikit-image's or scikit-learn's
+  assert {sources.DEMO_PHOTOS[n].package for n in other.names}.isdisjoint(train_packages)
+  assert set(other.names) < set(sources.DemoSource("eval").names)
+  config = ConfigDict(dict(source="demo", name="demo", path="", train_split="train", eval_split="other_package"))
+  assert repr(sources.make_source(config, "eval")) == "DemoSource(split='eval', eval_set='other_package')"
+  assert repr(sources.make_source(config, "train")) == "DemoSource(split='train')"
+  with pytest.raises(ValueError, match=r"eval_split for the demo source must be one of \('eval', 'other_package'\)"):
+    sources.DemoSource("eval", "validation")

@@ -235,6 +235,7 @@ def _packaged(package: str, *parts: str) -> Callable[[], np.ndarray]:
     with Image.open(os.path.join(list(spec.submodule_search_locations)[0], *parts)) as image:
       return np.asarray(image.convert("RGB"))
 
+  load.package = package  # which wheel ships it: held-out sets can exclude the training photos' packages
   return load
 
 
@@ -264,20 +265,40 @@ DEMO_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
   "grace_hopper": _packaged("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
 }
 DEMO_EVAL_PHOTOS = ("chelsea", "coffee", "grace_hopper")
+# `data.eval_split` of the demo source: every held-out photo, or only those shipped by a package that ships no
+# training photo (a second held-out set for issue 12: other photographers, other pipelines, not just other photos).
+DEMO_EVAL_SETS = ("eval", "other_package")
+
+
+def demo_eval_photos(eval_set: str = "eval") -> tuple[str, ...]:
+  """The held-out demo photos of `eval_set` (DEMO_EVAL_SETS)."""
+  if eval_set not in DEMO_EVAL_SETS:
+    raise ValueError(f"config.data.eval_split for the demo source must be one of {DEMO_EVAL_SETS}; got {eval_set!r}")
+  if eval_set == "eval":
+    return DEMO_EVAL_PHOTOS
+  training = {DEMO_PHOTOS[n].package for n in DEMO_PHOTOS if n not in DEMO_EVAL_PHOTOS}
+  return tuple(n for n in DEMO_EVAL_PHOTOS if DEMO_PHOTOS[n].package not in training)
 
 
 class DemoSource:
   """Real photographs from scikit-image, scikit-learn and matplotlib, for offline demos and tests.
 
-  Whole photos are held out for eval (`DEMO_EVAL_PHOTOS`); `len` is the number of photos in the split (the
+  Whole photos are held out for eval (`DEMO_EVAL_PHOTOS`, or with `eval_set='other_package'` only those from a
+  package that ships no training photo); `len` is the number of photos in the split (the
   pipeline repeats and cuts random crops). Photos that fail to load in this install are skipped, logged and
   counted in `num_skipped`. The photos (~15 MB in all) are decoded once, at construction.
   """
 
-  def __init__(self, split: str):
+  def __init__(self, split: str, eval_set: str = "eval"):
     _check_split(split)
     self.split = split
-    wanted = [n for n in DEMO_PHOTOS if (n in DEMO_EVAL_PHOTOS) == (split == "eval")]
+    self.eval_set = eval_set
+    held = demo_eval_photos(eval_set)
+    wanted = (
+      [n for n in DEMO_PHOTOS if n in held]
+      if split == "eval"
+      else [n for n in DEMO_PHOTOS if n not in DEMO_EVAL_PHOTOS]
+    )
     self.names: list[str] = []
     self._images: list[np.ndarray] = []
     self.num_skipped = 0
@@ -300,7 +321,8 @@ class DemoSource:
     return self._images[index]
 
   def __repr__(self) -> str:
-    return f"DemoSource(split={self.split!r})"
+    extra = "" if self.eval_set == "eval" or self.split != "eval" else f", eval_set={self.eval_set!r}"
+    return f"DemoSource(split={self.split!r}{extra})"
 
 
 class LfwFacesSource:
@@ -339,8 +361,8 @@ def make_source(data_config, split: str):
   """The source for `data_config.source` ('demo' | 'folder' | 'tfds' | 'lfw') and split ('train' | 'eval')."""
   _check_split(split)
   kind = data_config.source
-  if kind == "demo":
-    return DemoSource(split)
+  if kind == "demo":  # eval_split='other_package' picks the second held-out set; any other name, all of them
+    return DemoSource(split, "other_package" if data_config.get("eval_split") == "other_package" else "eval")
   if kind == "folder":
     return FolderSource(data_config.path, split)
   if kind == "tfds":
