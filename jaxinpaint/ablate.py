@@ -6,12 +6,12 @@ classical peers on the same images and masks, write the table, a bar chart and a
 
 Each config trains in `WORKDIR/<config name>` through `train.train_and_evaluate` (an interrupted run resumes; a
 finished one, whose saved config equals the requested one, is reused without recompiling anything). Then
-`evaluate.evaluate_methods` scores every run and `config.eval.baselines` under the first config's
+`eval.harness.evaluate_methods` scores every run and `config.eval.baselines` under the first config's
 `config.eval` mask sets and held-out data (every config must share its data settings). Writes
 `WORKDIR/ablation.{md,csv,json}`, `ablation_bars.png` (L1/L2/TV/SSIM/PSNR per method and mask kind) and
 `ablation_grid.png` (the same examples inpainted by every method). Frozen mask packs join with
 `--override=eval.masks=centre,pack:DIR` (tables name their pack ids); every row names the loss its run trained
-with (`evaluate.loss_label`).
+with (`harness.loss_label`).
 
 `--seeds=N` (N > 1) trains each config N times, seed k in `WORKDIR/<config name>/seed<k>` with
 `config.seed + k`, through the same reuse/resume/refuse rules, and scores every run and the peers (once: they are
@@ -37,9 +37,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxinpaint import baselines, configs_lib, evaluate
-from jaxinpaint.eval import perceptual as perceptual_lib
+from jaxinpaint import baselines, configs_lib, evaluate, runs
 from jaxinpaint.data import sources
+from jaxinpaint.eval import harness, mask_sets, tables
+from jaxinpaint.eval import perceptual as perceptual_lib
 
 # How tables name the configs this project ships; others appear under their file name.
 LABELS = {
@@ -58,7 +59,7 @@ SHARED_DATA_KEYS = ("source", "name", "path", "eval_split", "image_size", "resiz
 
 def load_config_file(path: str, variant: str | None = None) -> ml_collections.ConfigDict:
   """`configs_lib.load_config_file` with every eval key filled in (`runs.with_defaults`)."""
-  return evaluate.with_defaults(configs_lib.load_config_file(path, variant))
+  return runs.with_defaults(configs_lib.load_config_file(path, variant))
 
 
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
@@ -182,15 +183,15 @@ def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> str:
 # ------------------------------------------------------------------------------------------------ figures
 
 
-def bar_chart(results: evaluate.Results, path: str) -> str:
+def bar_chart(results: harness.Results, path: str) -> str:
   """One panel per (mask kind, metric) for the non-bucket kinds: a bar per method, classical peers hatched."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  kinds = [k for k in results.info["kinds"] if k not in evaluate.BUCKET_KINDS] or results.info["kinds"][:2]
-  metrics_ = list(evaluate.TABLE_METRICS)
+  kinds = [k for k in results.info["kinds"] if k not in mask_sets.BUCKET_KINDS] or results.info["kinds"][:2]
+  metrics_ = list(harness.TABLE_METRICS)
   methods = results.methods
   classical = {r["method"] for r in results.rows if r["classical"]}
   colours = matplotlib.colormaps["tab10"](np.arange(len(methods)) % 10)
@@ -212,8 +213,8 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
       if metric == "tv":
         ax.axhline(results.kinds[kind]["target_tv"], color="k", ls="--", lw=1, label="ground truth")
         ax.legend(fontsize=7, loc="lower right")
-      label = evaluate.kind_label(kind, results.info.get("packs"))
-      ax.set_title(f"{label}: {evaluate.METRIC_LABELS[metric]} {evaluate._arrow(metric)}", fontsize=9)
+      label = mask_sets.kind_label(kind, results.info.get("packs"))
+      ax.set_title(f"{label}: {tables.METRIC_LABELS[metric]} {tables.arrow(metric)}", fontsize=9)
       ax.set_xticks([])
       ax.tick_params(labelsize=7)
   handles = [
@@ -237,7 +238,7 @@ def bar_chart(results: evaluate.Results, path: str) -> str:
   return path
 
 
-def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> str:
+def image_grid(results: harness.Results, path: str, rows_per_kind: int = 2) -> str:
   """Rows: the first examples of each non-bucket kind; columns: input (holes white) | every method's
   composite | ground truth."""
   import matplotlib
@@ -247,7 +248,7 @@ def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> 
 
   from jaxinpaint import visualize
 
-  kinds = [k for k in results.info["kinds"] if k not in evaluate.BUCKET_KINDS] or results.info["kinds"][:2]
+  kinds = [k for k in results.info["kinds"] if k not in mask_sets.BUCKET_KINDS] or results.info["kinds"][:2]
   methods = results.methods
   rows = [(k, i) for k in kinds for i in range(min(rows_per_kind, len(results.samples[k]["image"])))]
   cols = ["input", *methods, "ground truth"]
@@ -265,7 +266,7 @@ def image_grid(results: evaluate.Results, path: str, rows_per_kind: int = 2) -> 
       if r == 0:
         ax.set_title(cols[c], fontsize=7)
       if c == 0:
-        ax.set_ylabel(evaluate.kind_label(kind, results.info.get("packs")), fontsize=7)
+        ax.set_ylabel(mask_sets.kind_label(kind, results.info.get("packs")), fontsize=7)
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)
@@ -294,7 +295,7 @@ def seed_runs(
   return out
 
 
-def aggregate_seeds(per_seed: Sequence[evaluate.Results]) -> evaluate.Results:
+def aggregate_seeds(per_seed: Sequence[harness.Results]) -> harness.Results:
   """One row per (method, kind) from the per-seed results (seed k's run of every config in `per_seed[k]`; the
   classical peers only in `per_seed[0]`): every metric's mean over seeds, its sample std (ddof=1) as
   `<metric>_std` and `seeds` (peers: std 0, seeds 1). Samples, kinds and notes are seed 0's."""
@@ -310,18 +311,18 @@ def aggregate_seeds(per_seed: Sequence[evaluate.Results]) -> evaluate.Results:
     out["seeds"] = len(same)
     rows.append(out)
   notes = list(dict.fromkeys(n for r in per_seed for n in r.notes))
-  return evaluate.Results(rows, first.kinds, first.samples, notes, dict(first.info))
+  return harness.Results(rows, first.kinds, first.samples, notes, dict(first.info))
 
 
 ORDER_METRICS = ("psnr", "ssim")
 
 
-def orderings(results: evaluate.Results) -> list[dict]:
+def orderings(results: harness.Results) -> list[dict]:
   """For each non-bucket kind, PSNR and SSIM, and each pair (a, b) of trained methods in table order: the
   difference of the means a - b and that difference in pooled stds sqrt((s_a^2 + s_b^2) / 2) (None when both
   stds are 0)."""
   trained = [m for m in results.methods if results.std(m, results.info["kinds"][0], "psnr") is not None]
-  kinds = [k for k in results.info["kinds"] if k not in evaluate.BUCKET_KINDS] or results.info["kinds"]
+  kinds = [k for k in results.info["kinds"] if k not in mask_sets.BUCKET_KINDS] or results.info["kinds"]
   out = []
   for kind in kinds:
     for a, b in itertools.combinations(trained, 2):
@@ -333,7 +334,7 @@ def orderings(results: evaluate.Results) -> list[dict]:
   return out
 
 
-def ordering_lines(results: evaluate.Results) -> list[str]:
+def ordering_lines(results: harness.Results) -> list[str]:
   """Markdown under the tables: 'Free-form, WConv − PConv: +0.31 dB PSNR (1.8 σ), +0.004 SSIM (0.9 σ)' per
   kind and pair of trained methods (`orderings`); [] without seeds or with fewer than two trained methods."""
   items = orderings(results)
@@ -345,12 +346,12 @@ def ordering_lines(results: evaluate.Results) -> list[str]:
     group = items[i : i + len(ORDER_METRICS)]
     parts = []
     for item in group:
-      unit = " dB PSNR" if item["metric"] == "psnr" else f" {evaluate.METRIC_LABELS[item['metric']]}"
+      unit = " dB PSNR" if item["metric"] == "psnr" else f" {tables.METRIC_LABELS[item['metric']]}"
       size = "std 0" if item["sigmas"] is None else f"{abs(item['sigmas']):.1f} σ"
       sign = "−" if item["difference"] < 0 else "+"
-      parts.append(f"{sign}{evaluate._fmt(item['metric'], abs(item['difference']))}{unit} ({size})")
+      parts.append(f"{sign}{tables.format_metric(item['metric'], abs(item['difference']))}{unit} ({size})")
     head = group[0]
-    lines.append(f"- {evaluate.kind_label(head['kind'], packs)}, {head['a']} − {head['b']}: " + ", ".join(parts))
+    lines.append(f"- {mask_sets.kind_label(head['kind'], packs)}, {head['a']} − {head['b']}: " + ", ".join(parts))
   return lines
 
 
@@ -374,7 +375,7 @@ def ablate(
   overrides: Sequence[str] = (),
   seeds: int = 1,
   progress: bool = True,
-) -> evaluate.Results:
+) -> harness.Results:
   """Trains or reuses each config's run under `workdir` (`seeds` runs each, `seed_runs`), then writes the
   comparison (module docstring); with several seeds every model cell is `mean ± std` over them."""
   if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
@@ -392,13 +393,13 @@ def ablate(
   check_shared_data(configs)
   first = next(iter(configs.values()))
   devices = jax.devices()
-  eval_set = evaluate.EvalSet.from_config(first, len(devices))  # checks the mask kinds before any training
+  eval_set = mask_sets.EvalSet.from_config(first, len(devices))  # checks the mask kinds before any training
   todo = {name: seed_runs(config, os.path.join(workdir, name), seeds) for name, config in configs.items()}
   status = {
     os.path.relpath(rundir, workdir): ensure_trained(config, rundir) for name in names for config, rundir in todo[name]
   }
   labels = {name: LABELS.get(name, name) for name in names}
-  peers = evaluate.baseline_methods(baselines.parse_names(first.eval.baselines))
+  peers = harness.baseline_methods(baselines.parse_names(first.eval.baselines))
   perceptual = perceptual_lib.Perceptual.from_config(first.eval)
   source = sources.make_source(eval_set.data, "eval")
   # seed k's run of every config, scored on the same eval set; the peers are deterministic, so only once
@@ -414,7 +415,7 @@ def ablate(
     if k == 0:
       methods.update(peers)
     per_seed.append(
-      evaluate.evaluate_methods(methods, eval_set, mesh=mesh, source=source, perceptual=perceptual, progress=progress)
+      harness.evaluate_methods(methods, eval_set, mesh=mesh, source=source, perceptual=perceptual, progress=progress)
     )
     del methods, run  # the next seed's models replace these
   steps = {label: s[0] if len(set(s)) == 1 else s for label, s in steps.items()}
@@ -443,7 +444,7 @@ def ablate(
 
     title = "Ablation: " + ", ".join(f"{labels[n]} ({steps_text(steps[labels[n]])} steps{seeds_text})" for n in names)
     extra = {"seed_results": seed_rows} if seed_rows else None
-    paths = evaluate.write_results(
+    paths = tables.write_results(
       results, workdir, stem="ablation", title=title, footer=ordering_lines(results), extra=extra
     )
     if seed_rows:
@@ -473,7 +474,7 @@ def main(argv=None) -> None:
     results = ablate(
       FLAGS.configs, FLAGS.workdir, variant=FLAGS.variant or None, overrides=FLAGS.override, seeds=FLAGS.seeds
     )
-    print(evaluate.markdown(results, "Ablation", ordering_lines(results)))
+    print(tables.markdown(results, "Ablation", ordering_lines(results)))
 
   def errors() -> tuple[type[BaseException], ...]:
     from jaxinpaint import train

@@ -132,7 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
   )  # jax.checkpoint over the generator: 'none', 'blocks' (keep block outputs), 'full' (tasks/base.py)
 
-  # `python -m jaxinpaint.evaluate` / `ablate` (jaxinpaint/evaluate.py): mask sets, classical peers, perceptual
+  # `python -m jaxinpaint.evaluate` / `ablate` (jaxinpaint/eval/): mask sets, classical peers, perceptual
   # weights. masks: comma list of mask kinds, 'buckets' = every hole-ratio bucket; 0 = data.eval_examples /
   # batch_size; '' weights = that metric left out (noted in the table).
   c.eval = ml_collections.ConfigDict(

@@ -6,7 +6,7 @@ classical peer.
 The trainer appends the step and the training wall-clock so far to `RUN/timeline.jsonl` at each checkpoint save
 (`train.Timeline`). For every step listed there whose checkpoint is still kept (`config.train.keep_checkpoints`,
 0 = keep all), this restores that step (the EMA params when the run kept them) and scores it with
-`evaluate.evaluate_methods` on the run's eval set (`config.eval.masks`, `config.eval.examples`: the examples and
+`eval.harness.evaluate_methods` on the run's eval set (`config.eval.masks`, `config.eval.examples`: the examples and
 masks `evaluate` scores); the classical peers (`config.eval.baselines`, less the mean-colour floor, as in
 `report.margins`) are scored once. Plots per mask kind two panels, PSNR on the hole and SSIM on the composite
 against training minutes: the model as a line with markers (labelled with their steps), the best peer of each
@@ -27,6 +27,7 @@ import ml_collections
 from absl import logging
 
 from jaxinpaint import baselines, evaluate, report, runs, train
+from jaxinpaint.eval import harness, mask_sets
 
 CURVE_METRICS = (("psnr", "PSNR hole (dB)"), ("ssim", "SSIM composite"))
 DEFAULT_OUT = "learning_curve.png"
@@ -53,7 +54,7 @@ def curve_steps(workdir: str) -> list[dict[str, float]]:
   return points
 
 
-def _scores(results: evaluate.Results, method: str) -> dict[str, dict[str, float]]:
+def _scores(results: harness.Results, method: str) -> dict[str, dict[str, float]]:
   """{kind: {'psnr': ..., 'ssim': ...}} of one method."""
   kinds = results.info["kinds"]
   return {k: {m: results.value(method, k, m) for m, _ in CURVE_METRICS} for k in kinds}
@@ -76,11 +77,11 @@ def learning_curves(
   """Scores every kept checkpoint of the timeline and the classical peers (module docstring); returns the numbers
   plotted: {'run', 'kinds', 'points': [{'step', 'train_seconds', 'minutes', 'model': {kind: {metric: value}}}],
   'peers': {name: {kind: {metric: value}}}, 'best_peer': {kind: {metric: {'method', 'value'}}}, ...}."""
-  config = evaluate.with_defaults(config)
+  config = runs.with_defaults(config)
   runs.check_same_run(config, workdir, hint="pass only --config.eval.* overrides of the run's saved config")
   points = curve_steps(workdir)
   devices = jax.devices() if devices is None else devices
-  eval_set = evaluate.EvalSet.from_config(config, len(devices))
+  eval_set = mask_sets.EvalSet.from_config(config, len(devices))
   label = os.path.basename(os.path.normpath(workdir))
   predict, scored = None, []
   for entry in points:
@@ -89,12 +90,12 @@ def learning_curves(
       task = run.task
       predict = jax.jit(lambda p, s, image, valid: task.predict(p, s, {"image": image, "valid": valid})["output"])
       mesh = run.mesh
-    method = evaluate.Method(
+    method = harness.Method(
       lambda image, valid, run=run: predict(run.params, run.model_state, image, valid),
-      loss=evaluate.loss_label(run.config),
+      loss=harness.loss_label(run.config),
     )
     logging.info("scoring %s at step %d (%.1f training minutes)", label, run.step, entry["train_seconds"] / 60)
-    results = evaluate.evaluate_methods({label: method}, eval_set, mesh=mesh, progress=progress)
+    results = harness.evaluate_methods({label: method}, eval_set, mesh=mesh, progress=progress)
     scored.append(
       {
         "step": run.step,
@@ -103,19 +104,19 @@ def learning_curves(
         "model": _scores(results, label),
       }
     )
-  peer_methods = evaluate.baseline_methods(baselines.parse_names(config.eval.baselines))
+  peer_methods = harness.baseline_methods(baselines.parse_names(config.eval.baselines))
   peer_methods = {k: v for k, v in peer_methods.items() if k != report.FLOOR}  # a floor, not a peer
   peers = {}
   if peer_methods:
-    peer_results = evaluate.evaluate_methods(peer_methods, eval_set, mesh=mesh, progress=progress)
+    peer_results = harness.evaluate_methods(peer_methods, eval_set, mesh=mesh, progress=progress)
     peers = {name: _scores(peer_results, name) for name in peer_methods}
   return {
     "run": label,
     "workdir": os.path.abspath(workdir),
-    "loss": evaluate.loss_label(config),
+    "loss": harness.loss_label(config),
     "kinds": list(eval_set.kinds),
     "kind_labels": {
-      k: evaluate.kind_label(k, {p: v.summary() for p, v in eval_set.packs.items()}) for k in eval_set.kinds
+      k: mask_sets.kind_label(k, {p: v.summary() for p, v in eval_set.packs.items()}) for k in eval_set.kinds
     },
     "metrics": dict(CURVE_METRICS),
     "examples": eval_set.num_examples,
@@ -202,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   from jaxinpaint import cli, configs_lib
 
   argv = list(sys.argv if argv is None else argv)
-  workdir = evaluate._flag_value(argv, "workdir")
+  workdir = evaluate.flag_value(argv, "workdir")
   config = cli.guarded(
     lambda: runs.load_run_config(workdir) if workdir else configs_lib.base_config(), (FileNotFoundError,), hard=False
   )

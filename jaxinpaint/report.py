@@ -17,7 +17,7 @@ FLOOR = baselines.LABELS["mean_fill"]  # not a peer: the floor every method must
 
 
 def margins(results, model: str, metrics: Sequence[str] = ("psnr", "ssim")) -> dict[tuple[str, str], float]:
-  """{(kind, metric): model - best classical peer} over the non-bucket kinds of `results` (evaluate.Results);
+  """{(kind, metric): model - best classical peer} over the non-bucket kinds of `results` (`eval.harness.Results`);
   higher is better for both metrics."""
   peers = [r["method"] for r in results.rows if r["classical"] and r["method"] != FLOOR]
   out = {}
@@ -34,7 +34,7 @@ def margin_table(results, model: str, fill: str | None = None) -> str:
   """Markdown: per mask kind and metric, the model, each classical peer and the margin over the best peer; with
   `fill` (the method name of the parameter-free fill a `residual_fill` model corrects), also that fill and what
   the learning adds over it."""
-  from jaxinpaint.evaluate import kind_label
+  from jaxinpaint.eval.mask_sets import kind_label
 
   peers = list(dict.fromkeys(r["method"] for r in results.rows if r["classical"] and r["method"] != FLOOR))
   gaps = margins(results, model, [m for m, _ in MARGIN_METRICS])
@@ -67,7 +67,8 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
   import jax
   import numpy as np
 
-  from jaxinpaint import evaluate
+  from jaxinpaint import evaluate, runs
+  from jaxinpaint.eval import harness, mask_sets
   from jaxinpaint.layers.push_pull import push_pull_fill
 
   results = evaluate.evaluate(config, workdir, progress=False)
@@ -75,9 +76,9 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
   fill = None
   if config.model.get("residual_fill", False):
     fill_fn = jax.jit(push_pull_fill)
-    method = evaluate.Method(lambda image, valid: np.asarray(fill_fn(image, valid)), on_host=True)
-    eval_set = evaluate.EvalSet.from_config(evaluate.with_defaults(config), jax.device_count())
-    results.rows += evaluate.evaluate_methods({FILL: method}, eval_set, progress=False).rows
+    method = harness.Method(lambda image, valid: np.asarray(fill_fn(image, valid)), on_host=True)
+    eval_set = mask_sets.EvalSet.from_config(runs.with_defaults(config), jax.device_count())
+    results.rows += harness.evaluate_methods({FILL: method}, eval_set, progress=False).rows
     fill = FILL
   info = results.info
   print(

@@ -8,7 +8,7 @@ import zlib
 import jax
 import numpy as np
 
-from jaxinpaint import checkpointing, configs_lib, evaluate, sharding, train
+from jaxinpaint import checkpointing, configs_lib, runs, sharding, train
 from jaxinpaint.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,7 @@ def sharded_and_single(config, num_batches: int = 2) -> dict[str, tuple[dict[str
 def make_run(workdir, name="wconv", seed=0):
   """A run directory as training leaves it (config.json + a checkpoint) holding the initial state: restoring
   and predicting are what is tested, so no train step is compiled."""
-  config = evaluate.with_defaults(load_config(name))
+  config = runs.with_defaults(load_config(name))
   config.seed = seed
   trainer = train.Trainer(config)
   state = trainer.initial_state()

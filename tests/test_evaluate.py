@@ -13,8 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxinpaint import baselines, evaluate, metrics, train
+from jaxinpaint import baselines, evaluate, metrics, runs, train
 from jaxinpaint.data import mask_packs, masks, pipeline, sources
+from jaxinpaint.eval import harness, mask_sets, tables
 
 from helpers import ROOT, load_config, make_run  # tests/helpers.py
 
@@ -29,25 +30,25 @@ def run(tmp_path_factory):
 
 
 def eval_config(config, examples=10):
-  config = evaluate.with_defaults(config)
+  config = runs.with_defaults(config)
   config.eval.masks, config.eval.examples = KINDS, examples
   return config
 
 
 def test_mask_kinds_parse_and_fail_in_one_line():
-  assert evaluate.parse_mask_kinds("centre, buckets,centre") == ["centre", *evaluate.BUCKET_KINDS]
-  assert evaluate.BUCKET_KINDS[0] == "hole_0-10" and evaluate.BUCKET_KINDS[-1] == "hole_50-60"
+  assert mask_sets.parse_mask_kinds("centre, buckets,centre") == ["centre", *mask_sets.BUCKET_KINDS]
+  assert mask_sets.BUCKET_KINDS[0] == "hole_0-10" and mask_sets.BUCKET_KINDS[-1] == "hole_50-60"
   with pytest.raises(ValueError, match="unknown mask kind 'centr'"):
-    evaluate.parse_mask_kinds("centre,centr")
+    mask_sets.parse_mask_kinds("centre,centr")
   with pytest.raises(ValueError, match="hole_<low>-<high>"):
-    evaluate.parse_mask_kinds("hole_ten")
+    mask_sets.parse_mask_kinds("hole_ten")
   with pytest.raises(ValueError, match="names no mask kind"):
-    evaluate.parse_mask_kinds(" , ")
+    mask_sets.parse_mask_kinds(" , ")
 
 
 def test_eval_set_is_seeded_and_shares_images_across_kinds():
   config = eval_config(load_config())
-  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  eval_set = mask_sets.EvalSet.from_config(config, jax.device_count())
   assert eval_set.batch_size == 8 and eval_set.num_batches == 2  # 10 examples: one full batch, one padded
   source = sources.make_source(config.data, "eval")
   by_kind = {k: list(eval_set.batches(k, source)) for k in eval_set.kinds}
@@ -68,7 +69,7 @@ def test_eval_set_is_seeded_and_shares_images_across_kinds():
 
 def test_perfect_model_scores_the_psnr_cap_and_ssim_one(tmp_path):
   config = eval_config(load_config())
-  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  eval_set = mask_sets.EvalSet.from_config(config, jax.device_count())
   source = sources.make_source(config.data, "eval")
   truth = {k: [b["image"] for b in eval_set.batches(k, source)] for k in eval_set.kinds}
   calls = []
@@ -79,8 +80,8 @@ def test_perfect_model_scores_the_psnr_cap_and_ssim_one(tmp_path):
     calls.append(kind)
     return truth[kind][(len(calls) - 1) % eval_set.num_batches]
 
-  methods = {"oracle": evaluate.Method(oracle, on_host=True), **evaluate.baseline_methods(["mean_fill"])}
-  results = evaluate.evaluate_methods(methods, eval_set, source=source, progress=False)
+  methods = {"oracle": harness.Method(oracle, on_host=True), **harness.baseline_methods(["mean_fill"])}
+  results = harness.evaluate_methods(methods, eval_set, source=source, progress=False)
   for kind in eval_set.kinds:
     row = {m: results.value("oracle", kind, m) for m in ("l1", "l2", "psnr", "psnr_full", "ssim")}
     assert row["l1"] == 0 and row["l2"] == 0
@@ -88,7 +89,7 @@ def test_perfect_model_scores_the_psnr_cap_and_ssim_one(tmp_path):
     assert row["ssim"] == pytest.approx(1.0, abs=1e-6)
     assert results.value("oracle", kind, "tv") == pytest.approx(results.kinds[kind]["target_tv"], rel=1e-5)
     assert results.value("Mean colour fill", kind, "psnr") < 30
-  paths = evaluate.write_results(results, str(tmp_path))
+  paths = tables.write_results(results, str(tmp_path))
   data = json.load(open(paths["json"]))  # allow_nan=False when written: every number finite
   assert {r["method"] for r in data["results"]} == {"oracle", "Mean colour fill"}
   table = open(paths["md"]).read()
@@ -98,9 +99,9 @@ def test_perfect_model_scores_the_psnr_cap_and_ssim_one(tmp_path):
 def test_means_equal_an_independent_per_example_computation():
   config = eval_config(load_config(), examples=10)
   config.eval.masks = "free_form"
-  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  eval_set = mask_sets.EvalSet.from_config(config, jax.device_count())
   source = sources.make_source(config.data, "eval")
-  results = evaluate.evaluate_methods(evaluate.baseline_methods(["telea"]), eval_set, source=source, progress=False)
+  results = harness.evaluate_methods(harness.baseline_methods(["telea"]), eval_set, source=source, progress=False)
   score = jax.jit(lambda t, o, v: metrics.inpainting_metrics((t + 1) / 2, (o + 1) / 2, v))
   per_example = []
   for batch in eval_set.batches("free_form", source):
@@ -131,7 +132,7 @@ def test_evaluation_is_deterministic_and_writes_every_output(run):
   outputs = []
   for _ in range(2):
     evaluate.evaluate(config, run["workdir"], progress=False)
-    outputs.append({name: open(os.path.join(run["workdir"], name)).read() for name in evaluate.RESULT_FILES})
+    outputs.append({name: open(os.path.join(run["workdir"], name)).read() for name in tables.RESULT_FILES})
   assert outputs[0] == outputs[1]
   data = json.loads(outputs[0]["eval_results.json"])
   label = os.path.basename(run["workdir"])
@@ -143,9 +144,9 @@ def test_evaluation_is_deterministic_and_writes_every_output(run):
   assert len(outputs[0]["eval_results.csv"].strip().splitlines()) == 1 + 2 * len(methods)
   # the loss that trained the run, in every output (no VGG16 weights file here)
   assert {r["method"]: r["loss"] for r in data["results"]}[label] == "loss: L1+TV only (no VGG weights)"
-  assert data["info"]["losses"][label] == evaluate.NO_VGG_LOSS
-  assert all(r["loss"] == evaluate.CLASSICAL_LOSS for r in data["results"] if r["classical"])
-  assert f",{evaluate.NO_VGG_LOSS}," in outputs[0]["eval_results.csv"]
+  assert data["info"]["losses"][label] == harness.NO_VGG_LOSS
+  assert all(r["loss"] == harness.CLASSICAL_LOSS for r in data["results"] if r["classical"])
+  assert f",{harness.NO_VGG_LOSS}," in outputs[0]["eval_results.csv"]
   assert f"| {label} (loss: L1+TV only (no VGG weights)) |" in outputs[0]["eval_results.md"]
   table = outputs[0]["eval_results.md"]
   assert "Centre PSNR ↑" in table and "PSNR ↑ by hole ratio" in table and "FID left out" in table
@@ -169,15 +170,15 @@ def test_missing_checkpoint_and_bad_config_fail_in_one_line(tmp_path, run):
   config.eval.masks = "centre,boxes"
   with pytest.raises(ValueError, match="unknown mask kind 'boxes'"):
     evaluate.evaluate(config, run["workdir"])
-  old = evaluate.with_defaults(run["config"])
+  old = runs.with_defaults(run["config"])
   with old.unlocked():
     del old["eval"]  # a run saved before config.eval existed
     old.model = {"name": "deepfill_v2", "cnum": 8}  # another family's model section
-  filled = evaluate.with_defaults(old)
+  filled = runs.with_defaults(old)
   assert filled.eval.masks == "centre,free_form,buckets" and filled.model.to_dict() == old.model.to_dict()
   with filled.unlocked():
     del filled.eval["lpips_weights"]  # a key added to eval later
-  assert evaluate.with_defaults(filled).eval.lpips_weights == ""
+  assert runs.with_defaults(filled).eval.lpips_weights == ""
 
 
 def test_cli_overrides_and_errors(run, tmp_path):
@@ -208,11 +209,11 @@ def test_eval_on_a_pack_equals_eval_on_the_same_masks_drawn_in_pipeline(tmp_path
   (ff,) = mask_packs.make_pack("free_form", 32, 10, 0, str(tmp_path / "ff"))
   buckets = mask_packs.make_pack("buckets", 32, 10, 0, str(tmp_path / "buckets"))  # a folder of six packs
   config.eval.masks = f"free_form,hole_20-30,pack:{tmp_path / 'ff'},pack:{tmp_path / 'buckets'}"
-  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  eval_set = mask_sets.EvalSet.from_config(config, jax.device_count())
   kinds = ["free_form", "hole_20-30", f"pack_{ff['pack_id']}"] + [f"pack_{m['pack_id']}" for m in buckets]
   assert list(eval_set.kinds) == kinds
-  results = evaluate.evaluate_methods(
-    evaluate.baseline_methods(["telea", "mean_fill"]),
+  results = harness.evaluate_methods(
+    harness.baseline_methods(["telea", "mean_fill"]),
     eval_set,
     source=sources.make_source(config.data, "eval"),
     progress=False,
@@ -221,7 +222,7 @@ def test_eval_on_a_pack_equals_eval_on_the_same_masks_drawn_in_pipeline(tmp_path
     for drawn, packed in (("free_form", kinds[2]), ("hole_20-30", kinds[5])):
       for metric in results.metric_names:
         assert results.value(method, packed, metric) == results.value(method, drawn, metric), (method, metric)
-  paths = evaluate.write_results(results, str(tmp_path / "out"))
+  paths = tables.write_results(results, str(tmp_path / "out"))
   data = json.load(open(paths["json"]))
   assert data["info"]["packs"][kinds[2]]["pack_id"] == ff["pack_id"]
   assert {r["pack_id"] for r in data["results"] if r["kind"] == kinds[2]} == {ff["pack_id"]}
@@ -236,30 +237,30 @@ def test_bad_packs_are_refused_in_one_line(tmp_path):
   mask_packs.make_pack("centre", 64, 2, 0, str(tmp_path / "big"))
   config.eval.masks = f"centre,pack:{tmp_path / 'big'}"
   with pytest.raises(ValueError, match=r"holds 64x64 masks but the eval images are 32x32; make a pack of that size"):
-    evaluate.EvalSet.from_config(config, jax.device_count())
+    mask_sets.EvalSet.from_config(config, jax.device_count())
   mask_packs.make_pack("random_box", 32, 3, 0, str(tmp_path / "ok"))
   with open(tmp_path / "ok" / "000001.png", "ab") as f:
     f.write(b"\0")  # one byte appended: the file no longer matches its manifest
   config.eval.masks = f"pack:{tmp_path / 'ok'}"
   with pytest.raises(ValueError, match=r"ok: 000001.png does not match its manifest"):
-    evaluate.EvalSet.from_config(config, jax.device_count())
+    mask_sets.EvalSet.from_config(config, jax.device_count())
 
 
 def test_loss_label_names_the_vgg_weights_or_their_absence(tmp_path):
   config = load_config()
-  assert evaluate.loss_label(config) == "loss: L1+TV only (no VGG weights)"
+  assert harness.loss_label(config) == "loss: L1+TV only (no VGG weights)"
   weights = tmp_path / "vgg16.npz"
   weights.write_bytes(b"weights")
   config.loss.vgg_weights = str(weights)
-  assert evaluate.loss_label(config) == (
+  assert harness.loss_label(config) == (
     f"loss: L1+TV+perceptual+style (VGG16 weights sha256 {hashlib.sha256(b'weights').hexdigest()})"
   )
   config.loss.vgg_weights = str(tmp_path / "gone.npz")
-  assert evaluate.loss_label(config) == f"loss: L1+TV only (VGG weights {tmp_path / 'gone.npz'} not found)"
+  assert harness.loss_label(config) == f"loss: L1+TV only (VGG weights {tmp_path / 'gone.npz'} not found)"
   config.loss.name = "mse"
-  assert evaluate.loss_label(config) == "loss: MSE (no VGG term)"
+  assert harness.loss_label(config) == "loss: MSE (no VGG term)"
   gated = load_config("gated")
-  assert evaluate.loss_label(gated) == "loss: hinge adversarial + l1 (no VGG term)"
+  assert harness.loss_label(gated) == "loss: hinge adversarial + l1 (no VGG term)"
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
@@ -271,12 +272,12 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
 
   config = eval_config(load_config(), examples=8)
   config.eval.masks = "centre"
-  eval_set = evaluate.EvalSet.from_config(config, jax.device_count())
+  eval_set = mask_sets.EvalSet.from_config(config, jax.device_count())
   source = sources.make_source(config.data, "eval")
-  methods = evaluate.baseline_methods(["mean_fill"])
-  evaluate.evaluate_methods(methods, eval_set, source=source)  # stderr is captured here: not a terminal
+  methods = harness.baseline_methods(["mean_fill"])
+  harness.evaluate_methods(methods, eval_set, source=source)  # stderr is captured here: not a terminal
   assert "centre: Mean colour fill" not in capsys.readouterr().err
   terminal = Terminal()
   monkeypatch.setattr(sys, "stderr", terminal)
-  evaluate.evaluate_methods(methods, eval_set, source=source)
+  harness.evaluate_methods(methods, eval_set, source=source)
   assert "centre: Mean colour fill" in terminal.getvalue() and "1/1 [" in terminal.getvalue()

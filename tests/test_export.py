@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinpaint import checkpointing, evaluate, export, inpaint, train
+from jaxinpaint import checkpointing, export, inpaint, runs, train
 from jaxinpaint.data import masks
 
 from helpers import ROOT, load_config, make_run  # tests/helpers.py
@@ -205,7 +205,7 @@ def test_a_model_that_cannot_be_symbolic_exports_fixed_sizes(tmp_path):
   falls back to the training size, and `size` exports another fixed size that matches inpaint there."""
   import jax
 
-  config = evaluate.with_defaults(load_config("wconv"))
+  config = runs.with_defaults(load_config("wconv"))
   config.model.residual_fill = True
   workdir = str(tmp_path / "run")
   state = train.Trainer(config).initial_state()

@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinpaint import evaluate, inpaint, losses, train
-from jaxinpaint.tasks import lama
+from jaxinpaint import inpaint, losses, train
 from jaxinpaint.data import masks
+from jaxinpaint.eval import harness
+from jaxinpaint.tasks import lama
 from jaxinpaint.models.lama import LamaGenerator, NLayerDiscriminator
 from helpers import eqns_named, leaves, load_config, sharded_and_single  # tests/helpers.py
 from helpers import lama_losses_with_and_without, lama_tiny_batch as tiny_batch
@@ -239,7 +240,7 @@ def test_inpaint_pad_mode_works_at_sizes_that_are_not_multiples_of_8(runs, heigh
 def test_tables_say_which_perceptual_term_trained_the_run(tmp_path):
   config = load_config("lama")
   assert "no perceptual term: no ResNet-PL or VGG weights" in lama.loss_label(config)
-  assert evaluate.loss_label(config) == lama.loss_label(config)
+  assert harness.loss_label(config) == lama.loss_label(config)
   config.loss.vgg_weights = str(tmp_path / "missing.npz")
   assert "VGG weights" in lama.loss_label(config) and "not found" in lama.loss_label(config)
 

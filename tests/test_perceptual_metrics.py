@@ -15,8 +15,9 @@ import pytest
 import scipy.linalg
 from flax import traverse_util
 
-from jaxinpaint import evaluate, sharding
+from jaxinpaint import runs, sharding
 from jaxinpaint.data import sources
+from jaxinpaint.eval import harness, mask_sets, tables
 from jaxinpaint.eval import perceptual as pm
 from helpers import load_config  # tests/helpers.py
 
@@ -267,9 +268,9 @@ def test_weights_files_fail_in_one_line(tmp_path):
 
 
 def test_harness_adds_lpips_and_fid_columns_with_random_weights(tmp_path):
-  config = evaluate.with_defaults(load_config())
+  config = runs.with_defaults(load_config())
   config.eval.masks, config.eval.examples, config.eval.batch_size = "centre", 4, 4
-  eval_set = evaluate.EvalSet.from_config(config, 1)
+  eval_set = mask_sets.EvalSet.from_config(config, 1)
   mesh = sharding.make_mesh(jax.devices()[:1])  # one device: compiling Inception for 8 is what costs here
   source = sources.make_source(config.data, "eval")
   truth = [b["image"] for b in eval_set.batches("centre", source)]
@@ -277,14 +278,12 @@ def test_harness_adds_lpips_and_fid_columns_with_random_weights(tmp_path):
     inception=pm.random_variables("inception", 1), lpips=pm.random_variables("lpips", 1), fid_size=75
   )  # 75 px: the smallest input Inception takes; 299 for real numbers
   methods = {
-    "oracle": evaluate.Method(lambda image, valid: truth[0], on_host=True),
-    **evaluate.baseline_methods(["mean_fill"]),
+    "oracle": harness.Method(lambda image, valid: truth[0], on_host=True),
+    **harness.baseline_methods(["mean_fill"]),
   }
-  results = evaluate.evaluate_methods(
-    methods, eval_set, mesh=mesh, source=source, perceptual=perceptual, progress=False
-  )
+  results = harness.evaluate_methods(methods, eval_set, mesh=mesh, source=source, perceptual=perceptual, progress=False)
   assert results.value("oracle", "centre", "lpips") == pytest.approx(0.0, abs=1e-6)
   assert results.value("oracle", "centre", "fid") < 1e-4 * results.value("Mean colour fill", "centre", "fid")
   assert results.value("Mean colour fill", "centre", "lpips") > 0
-  table = evaluate.markdown(results)
+  table = tables.markdown(results)
   assert "Centre LPIPS ↓" in table and "Centre FID ↓" in table and "left out" not in table

@@ -1,6 +1,7 @@
 """The margin table `make demo` ends with: model minus the best classical peer, per mask kind and metric."""
 
-from jaxinpaint import evaluate, report
+from jaxinpaint import report
+from jaxinpaint.eval import harness
 
 
 def _results():
@@ -18,7 +19,7 @@ def _results():
     "Mean colour fill": (14.0, 0.95, 30.0, 0.99),
   }.items():
     rows += [row(name, "free_form", p_ff, s_ff), row(name, "centre", p_c, s_c), row(name, "hole_0-10", 40.0, 1.0)]
-  return evaluate.Results(rows, {}, {}, [], {})
+  return harness.Results(rows, {}, {}, [], {})
 
 
 def test_margins_are_over_the_best_classical_peer_without_mean_fill_or_buckets():

@@ -12,7 +12,7 @@ import pytest
 
 from jaxinpaint import losses
 from jaxinpaint.tasks import lama
-from jaxinpaint.evaluate import file_sha256
+from jaxinpaint.losses import file_sha256
 from jaxinpaint.models.resnet_pl import ResNetDilated, load_resnet_pl
 from helpers import lama_losses_with_and_without, load_config  # tests/helpers.py
 from helpers import lama_tiny_batch as tiny_batch
