@@ -56,7 +56,7 @@ def margin_table(results, model: str, fill: str | None = None) -> str:
   return "\n".join(lines)
 
 
-FILL = "Push-pull fill (no learning)"
+FILLS = {"push_pull": "Push-pull fill (no learning)", "biharmonic": "JAX biharmonic fill (no learning)"}
 
 
 def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
@@ -69,17 +69,18 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
 
   from jaxinpaint import evaluate, runs
   from jaxinpaint.eval import harness, mask_sets
-  from jaxinpaint.layers.push_pull import push_pull_fill
+  from jaxinpaint.models import unet
 
   results = evaluate.evaluate(config, workdir, progress=False)
   model = os.path.basename(os.path.normpath(workdir))
   fill = None
   if config.model.get("residual_fill", False):
-    fill_fn = jax.jit(push_pull_fill)
+    name = config.model.get("fill", "push_pull")
+    fill_fn = jax.jit(unet.FILLS[name])  # the very fill the model adds its correction to
     method = harness.Method(lambda image, valid: np.asarray(fill_fn(image, valid)), on_host=True)
     eval_set = mask_sets.EvalSet.from_config(runs.with_defaults(config), jax.device_count())
-    results.rows += harness.evaluate_methods({FILL: method}, eval_set, progress=False).rows
-    fill = FILL
+    fill = FILLS[name]
+    results.rows += harness.evaluate_methods({fill: method}, eval_set, progress=False).rows
   info = results.info
   print(
     f"\n{model} (step {info['step']}) against the classical peers: {info['examples']} held-out crops per mask "

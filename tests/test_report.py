@@ -51,3 +51,27 @@ def test_margin_table_with_the_fill_shows_what_learning_adds():
   )
   assert "| Free-form | PSNR hole (dB) | 22.00 | 21.50 | 19.50 | 21.00 | +1.00 | +0.50 |" in lines
   assert report.margins(results, "demo") == report.margins(_results(), "demo")  # the fill is not a peer
+
+
+def test_a_residual_run_is_printed_beside_the_very_fill_it_corrects(tmp_path, capsys):
+  """An untrained residual net returns its fill exactly (zero output conv), so `learned` must read +0.00 for the
+  biharmonic fill the config names — and would not if the report scored push-pull instead."""
+  from jaxinpaint import checkpointing, runs, train
+
+  from helpers import load_config  # tests/helpers.py
+
+  config = runs.with_defaults(load_config("wconv"))
+  config.model.residual_fill, config.model.fill, config.model.conv = True, "biharmonic", "plain"
+  config.eval.update(masks="centre,free_form", examples=8, baselines="telea,biharmonic")
+  workdir = str(tmp_path / "run")
+  train.save_config(config, workdir)
+  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
+  ckpt.save(config.num_train_steps, train.Trainer(config).initial_state(), None, force=True)
+  ckpt.close()
+  report.evaluate_and_print(config, workdir)
+  lines = capsys.readouterr().out.splitlines()
+  header = next(line for line in lines if line.startswith("| mask"))
+  assert "| run | JAX biharmonic fill (no learning) | OpenCV Telea | Biharmonic (skimage) |" in header
+  rows = [line for line in lines if line.startswith("| Centre") or line.startswith("| Free-form")]
+  learned = [float(row.rstrip(" |").split(" | ")[-1]) for row in rows]  # rounded: -0.0000 from float noise
+  assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows

@@ -24,9 +24,11 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jaxinpaint import layers
 from jaxinpaint.imaging import composite  # noqa: F401 -- models.composite, for the tasks
+from jaxinpaint.layers.biharmonic import biharmonic_fill
 from jaxinpaint.layers.push_pull import push_pull_fill
 
 NORMS = ("batch", "weighted_batch", "none")
+FILLS = {"push_pull": push_pull_fill, "biharmonic": biharmonic_fill}  # parameter-free fills a net may correct
 DECODERS = ("auto", "subpixel", "concat")
 # jax.checkpoint name of every generator block's output (U-Net and DeepFill): what config.train.remat='blocks' keeps
 BLOCK_OUTPUT = "generator_block"
@@ -79,9 +81,10 @@ class InpaintingUNet(nn.Module):
   decoder: str = "auto"
   strided_grad: str = "auto"  # encoder strided convs' input gradient: 'subpixel' / 'xla' (layers/masked_conv.py)
   pad_barrier: str = "auto"  # sub-pixel decoder: optimisation barrier after the pad, 'on' / 'off'
-  # True: the output is a learned correction to `push_pull_fill(image, valid)`, a parameter-free pyramid
-  # interpolation of the known pixels, rather than the whole image (out_channels must equal image channels).
+  # True: the output is a learned correction to a parameter-free fill of the holes (`fill`: push-pull's pyramid
+  # interpolation or the biharmonic solve), rather than the whole image (out_channels must equal image channels).
   residual_fill: bool = False
+  fill: str = "push_pull"  # the fill a residual_fill net corrects: 'push_pull' or 'biharmonic' (layers/biharmonic.py)
   dtype: Any = jnp.float32  # activation dtype; params stay float32
 
   def _width(self, level: int) -> int:
@@ -105,7 +108,9 @@ class InpaintingUNet(nn.Module):
 
     valid = valid.astype(jnp.float32)
     x = image.astype(self.dtype) * valid.astype(self.dtype)
-    fill = push_pull_fill(image, valid) if self.residual_fill else None
+    if self.fill not in FILLS:
+      raise ValueError(f"InpaintingUNet fill must be one of {tuple(FILLS)}; got {self.fill!r}")
+    fill = FILLS[self.fill](image, valid) if self.residual_fill else None
     if not carries_mask:
       if fill is not None:  # a mask-as-channel net can see the fill it corrects (masked convs cannot: they skip holes)
         x = x + (1.0 - valid.astype(self.dtype)) * fill.astype(self.dtype)
