@@ -277,5 +277,9 @@ def test_demo_second_held_out_set_comes_from_a_package_without_training_photos()
   config = ConfigDict(dict(source="demo", name="demo", path="", train_split="train", eval_split="other_package"))
   assert repr(sources.make_source(config, "eval")) == "DemoSource(split='eval', eval_set='other_package')"
   assert repr(sources.make_source(config, "train")) == "DemoSource(split='train')"
-  with pytest.raises(ValueError, match=r"eval_split for the demo source must be one of \('eval', 'other_package'\)"):
+  seen = sources.DemoSource("eval", "training_photos")  # the diagnostic set: crops of the training photos
+  assert seen.names == sources.DemoSource("train").names
+  with pytest.raises(
+    ValueError, match=r"eval_split for the demo source must be one of \('eval', 'other_package', 'training_photos'\)"
+  ):
     sources.DemoSource("eval", "validation")

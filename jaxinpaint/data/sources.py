@@ -267,7 +267,8 @@ DEMO_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
 DEMO_EVAL_PHOTOS = ("chelsea", "coffee", "grace_hopper")
 # `data.eval_split` of the demo source: every held-out photo, or only those shipped by a package that ships no
 # training photo (a second held-out set for issue 12: other photographers, other pipelines, not just other photos).
-DEMO_EVAL_SETS = ("eval", "other_package")
+# 'training_photos' is not held out: eval crops of the training photos, to tell memorisation from capacity.
+DEMO_EVAL_SETS = ("eval", "other_package", "training_photos")
 
 
 def demo_eval_photos(eval_set: str = "eval") -> tuple[str, ...]:
@@ -276,6 +277,8 @@ def demo_eval_photos(eval_set: str = "eval") -> tuple[str, ...]:
     raise ValueError(f"config.data.eval_split for the demo source must be one of {DEMO_EVAL_SETS}; got {eval_set!r}")
   if eval_set == "eval":
     return DEMO_EVAL_PHOTOS
+  if eval_set == "training_photos":
+    return tuple(n for n in DEMO_PHOTOS if n not in DEMO_EVAL_PHOTOS)
   training = {DEMO_PHOTOS[n].package for n in DEMO_PHOTOS if n not in DEMO_EVAL_PHOTOS}
   return tuple(n for n in DEMO_EVAL_PHOTOS if DEMO_PHOTOS[n].package not in training)
 
@@ -294,11 +297,7 @@ class DemoSource:
     self.split = split
     self.eval_set = eval_set
     held = demo_eval_photos(eval_set)
-    wanted = (
-      [n for n in DEMO_PHOTOS if n in held]
-      if split == "eval"
-      else [n for n in DEMO_PHOTOS if n not in DEMO_EVAL_PHOTOS]
-    )
+    wanted = [n for n in DEMO_PHOTOS if n in (held if split == "eval" else demo_eval_photos("training_photos"))]
     self.names: list[str] = []
     self._images: list[np.ndarray] = []
     self.num_skipped = 0
@@ -361,8 +360,9 @@ def make_source(data_config, split: str):
   """The source for `data_config.source` ('demo' | 'folder' | 'tfds' | 'lfw') and split ('train' | 'eval')."""
   _check_split(split)
   kind = data_config.source
-  if kind == "demo":  # eval_split='other_package' picks the second held-out set; any other name, all of them
-    return DemoSource(split, "other_package" if data_config.get("eval_split") == "other_package" else "eval")
+  if kind == "demo":  # eval_split 'other_package' / 'training_photos' picks that set (DEMO_EVAL_SETS); else 'eval'
+    eval_split = data_config.get("eval_split")
+    return DemoSource(split, eval_split if eval_split in DEMO_EVAL_SETS else "eval")
   if kind == "folder":
     return FolderSource(data_config.path, split)
   if kind == "tfds":
