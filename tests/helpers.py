@@ -14,6 +14,16 @@ from jaxinpaint.data import pipeline
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def load_script(name: str):
+  """scripts/<name>.py as a module (the weight converters live outside the package)."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load_config(name: str = "wconv", variant: str | None = "tiny"):
   """configs/<name>.py's get_config(variant)."""
   return configs_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"), variant)

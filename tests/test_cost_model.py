@@ -3,15 +3,13 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT
+import cost_model  # bench/cost_model.py: bench/ is on pytest's pythonpath (pyproject.toml)
+from jaxinpaint import xla_flags
 
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-import cost_model  # noqa: E402
-from jaxinpaint import xla_flags  # noqa: E402
+from helpers import ROOT
 
 
 def test_line_and_max_batch_invert_a_linear_memory():

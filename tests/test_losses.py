@@ -1,8 +1,6 @@
 """jaxinpaint.losses against numpy formulas, the VGG16 feature path with random weights, and the converter."""
 
-import importlib.util
 import logging
-import pathlib
 import sys
 
 import h5py
@@ -14,17 +12,9 @@ import pytest
 from jaxinpaint import losses
 from jaxinpaint.models.vgg import VGG16_LAYERS, VGG16Features, load_vgg16_params, to_imagenet_input
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers import load_script  # tests/helpers.py
 
-
-def _load_converter():
-  spec = importlib.util.spec_from_file_location("convert_vgg16", ROOT / "scripts" / "convert_vgg16.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-convert_vgg16 = _load_converter()
+convert_vgg16 = load_script("convert_vgg16")
 
 
 def _case(shape=(2, 11, 14, 3), valid_channels=1, seed=0):

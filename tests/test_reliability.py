@@ -334,8 +334,7 @@ WORKERS = """
 import os, sys, time
 from absl import flags
 flags.FLAGS(sys.argv[:1])
-sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
-import helpers
+import helpers  # tests/helpers.py, on the PYTHONPATH the test gives this process
 from jaxinpaint.data import pipeline
 config = helpers.load_config()
 config.data.num_workers = 2
@@ -366,7 +365,12 @@ def _alive(pid):
 
 
 def test_grain_workers_die_with_a_sigkilled_trainer():
-  proc = subprocess.Popen([sys.executable, "-c", WORKERS, ROOT], env=_env(), stdout=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", WORKERS],
+    env=dict(_env(), PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])),
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert proc.stdout.readline().strip() == "ready"
     workers = [p for p in _children(proc.pid) if _alive(p)]

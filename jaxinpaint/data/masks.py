@@ -30,7 +30,7 @@ Hole ratios measured over 200 draws per generator (seeds 0..199), `hole_ratio`, 
     lama_thick       0.26 [0.00, 0.50]     0.26 [0.01, 0.50]
     lama (training)  0.36 [0.01, 0.89]     0.35 [0.01, 0.89]    (never rejected, as LaMa's training generator)
 
-(tests/test_masks.py checks looser bounds around these.)
+(tests/data/test_masks.py checks looser bounds around these.)
 """
 
 from __future__ import annotations

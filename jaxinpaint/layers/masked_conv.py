@@ -23,7 +23,7 @@ stride 1, no dilation only.
 
 CPU fast paths are named choices (`FAST_PATHS`), each defaulting to 'auto': the form measured fastest on the CPU
 backend there, and XLA's plain form on GPU/TPU, where nothing has been measured yet (`resolve`). Both forms of each
-choice compute the same values and gradients (tests/test_backend_choices.py):
+choice compute the same values and gradients (tests/layers/test_backend_choices.py):
   strided_grad: 'subpixel' (the input gradient of `strided_conv`) or 'xla' (XLA's own conv gradient);
   pad_barrier: 'on' (pad, then an optimisation barrier, then the sub-pixel conv) or 'off' (the pad fuses freely);
   decoder (U-Net, models/unet.py): 'subpixel' (the fused skip form above) or 'concat' (upsample, concat, 3x3 conv).

@@ -5,7 +5,7 @@ it: input [masked image, hole] (4 channels, `concat_mask`), reflection pad 3 + 7
 `n_downsampling` 3x3 stride-2 FFCs (local; the last one splits its output 0.25 local / 0.75 global),
 `n_blocks` FFC residual blocks (global ratio 0.75), the parts concatenated, `n_downsampling` x (3x3 stride-2
 transposed conv + BN + ReLU), reflection pad 3 + 7x7 conv, sigmoid. LaMa-Fourier: 9 blocks, 27,048,835
-parameters; Big-LaMa: 18 blocks, 50,975,875 (tests/test_lama.py counts them from the reference's layer list).
+parameters; Big-LaMa: 18 blocks, 50,975,875 (tests/tasks/test_lama.py counts them from the reference's layer list).
 
 The reference works on [0, 1] images; here image f32[B, H, W, 3] in [-1, 1] and valid f32[B, H, W, 1] (1 = known)
 go in, the [0, 1] image times valid and the hole 1 - valid are the network's input, and the sigmoid output comes

@@ -2,9 +2,6 @@
 whose keys and shapes follow the reference code (`models/ade20k/resnet.py`, `base.py` ResnetDilated), the
 converter's round trip, a numpy forward pass of the dilated network, the loss, and the LaMa task's use of it."""
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,21 +11,13 @@ from jaxinpaint import losses
 from jaxinpaint.tasks import lama
 from jaxinpaint.losses import file_sha256
 from jaxinpaint.models.resnet_pl import ResNetDilated, load_resnet_pl
-from helpers import lama_losses_with_and_without, load_config  # tests/helpers.py
+from helpers import lama_losses_with_and_without, load_config, load_script  # tests/helpers.py
 from helpers import lama_tiny_batch as tiny_batch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(blocks=(1, 1, 2, 2), stem_width=4, base_width=2)  # two blocks where stages 3-4 dilate by 2 and 4
 
 
-def _load_converter():
-  spec = importlib.util.spec_from_file_location("convert_resnet_pl", ROOT / "scripts" / "convert_resnet_pl.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-convert_resnet_pl = _load_converter()
+convert_resnet_pl = load_script("convert_resnet_pl")
 
 
 def reference_state_dict(blocks=(3, 4, 6, 3), stem_width=64, base_width=64, seed=0) -> dict[str, np.ndarray]:

@@ -3,7 +3,6 @@ Frechet distance against the sqrtm formula, LPIPS against an independent evaluat
 Inception network's size against torchvision's, the converters' key and layout mapping (torch cross-correlation
 semantics) and their command lines, and the harness columns they add."""
 
-import importlib.util
 import pathlib
 import sys
 
@@ -19,19 +18,10 @@ from jaxinpaint import runs, sharding
 from jaxinpaint.data import sources
 from jaxinpaint.eval import harness, mask_sets, tables
 from jaxinpaint.eval import perceptual as pm
-from helpers import load_config  # tests/helpers.py
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers import load_config, load_script  # tests/helpers.py
 
 
-def _load_script(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-convert_inception, convert_lpips = _load_script("convert_inception"), _load_script("convert_lpips")
+convert_inception, convert_lpips = load_script("convert_inception"), load_script("convert_lpips")
 VGG16_TORCH_INDEX = convert_lpips._torch_npz.VGG16_TORCH_INDEX
 
 

@@ -16,7 +16,7 @@ from jaxinpaint import masks as masks_cli
 from jaxinpaint import progress
 from jaxinpaint.data import mask_packs, masks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")

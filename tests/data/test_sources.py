@@ -14,7 +14,7 @@ from PIL import Image
 
 from jaxinpaint.data import sources
 
-from helpers import write_png16  # tests/helpers.py
+from helpers import ROOT, write_png16  # tests/helpers.py
 
 
 def _write(path, array, **save_kwargs):
@@ -247,7 +247,7 @@ def test_demo_training_stream_reads_only_training_photos(monkeypatch):
   from jaxinpaint import configs_lib
   from jaxinpaint.data import pipeline
 
-  config = configs_lib.load_config_file(os.path.join(os.path.dirname(__file__), "..", "configs", "wconv.py"), "demo")
+  config = configs_lib.load_config_file(os.path.join(ROOT, "configs", "wconv.py"), "demo")
   config.data.num_workers, config.batch_size = 0, 4
   read = []
   original = sources.DemoSource.__getitem__
