@@ -43,6 +43,7 @@ MODES = {
   "train": "jaxinpaint.train:train_and_evaluate",
   "eval": "jaxinpaint.evaluate:evaluate",
   "complete": "jaxinpaint.complete:complete_run",
+  "report": "jaxinpaint.report:evaluate_and_print",  # `make demo`'s closing table (margins over the peers), any run
 }
 _MODE = flags.DEFINE_enum("mode", "train", list(MODES), "What to run on --config and --workdir.")
 

@@ -75,3 +75,21 @@ def test_a_residual_run_is_printed_beside_the_very_fill_it_corrects(tmp_path, ca
   rows = [line for line in lines if line.startswith("| Centre") or line.startswith("| Free-form")]
   learned = [float(row.rstrip(" |").split(" | ")[-1]) for row in rows]  # rounded: -0.0000 from float noise
   assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows
+
+
+def test_main_report_mode_prints_the_margin_table_for_a_finished_run(tmp_path):
+  import os
+  import subprocess
+  import sys
+
+  from helpers import ROOT, make_run  # tests/helpers.py
+
+  workdir = str(tmp_path / "run")
+  make_run(workdir)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "jaxinpaint.main", "--mode=report", f"--workdir={workdir}"]
+  cmd += [f"--config={ROOT}/configs/wconv.py:tiny", "--config.eval.examples=8", "--config.eval.baselines=telea"]
+  out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| mask | metric | run | OpenCV Telea | margin over best peer |" in out.stdout
+  assert os.path.isfile(os.path.join(workdir, "eval_results.md"))
