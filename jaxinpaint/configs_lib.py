@@ -265,6 +265,7 @@ RESUMABLE_KEYS = (
   "eval",
   "data.num_workers",
   "data.eval_examples",
+  "data.eval_split",  # which held-out set scores the run, not what it learned
   "train.log_every",
   "train.eval_every",
   "train.checkpoint_every",

@@ -159,7 +159,10 @@ def test_restart_with_another_config_is_refused_before_config_json_changes(run, 
   # run length, cadence and evaluation settings may change
   longer = _short_config(steps=8)
   longer.train.log_every, longer.eval.masks = 4, "centre"
+  longer.data.eval_split = "other_package"  # which held-out set scores it, not what it learned
   assert configs_lib.run_differences(runs.load_config(workdir), longer) == []
+  longer.data.train_split = "eval"
+  assert configs_lib.run_differences(runs.load_config(workdir), longer) == ["data.train_split"]
   # so may the latent-completion settings of a DCGAN run (scripts/dcgan_loss_table.py re-completes in place)
   dcgan_saved, dcgan = load_config("dcgan"), load_config("dcgan")
   dcgan.completion.discriminator_stats, dcgan.completion.iterations = "running", 7
