@@ -59,6 +59,17 @@ def margin_table(results, model: str, fill: str | None = None) -> str:
 FILLS = {"push_pull": "Push-pull fill (no learning)", "biharmonic": "JAX biharmonic fill (no learning)"}
 
 
+def eval_set_label(data_config) -> str:
+  """What the scored crops are cut from, in words (the demo source's `data.eval_split` sets included)."""
+  split = data_config.get("eval_split", "")
+  if data_config.source == "demo":
+    return {
+      "other_package": "the held-out photos from a package that ships no training photo",
+      "training_photos": "the TRAINING photos (not held out: a diagnostic)",
+    }.get(split, "the held-out photos")
+  return f"the held-out split {split!r}" if data_config.source == "tfds" else "the held-out images"
+
+
 def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
   """`evaluate.evaluate` on the run in `workdir` (writes eval_results.*), then prints the margin table to stdout
   (for a `model.residual_fill` run, with the fill alone scored on the same examples); returns the margins."""
@@ -83,8 +94,9 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
     results.rows += harness.evaluate_methods({fill: method}, eval_set, progress=False).rows
   info = results.info
   print(
-    f"\n{model} (step {info['step']}) against the classical peers: {info['examples']} held-out crops per mask "
-    f"kind ({info['data']}, {info['image_size']} px; PSNR on the hole, SSIM on the composite):\n"
+    f"\n{model} (step {info['step']}) against the classical peers: {info['examples']} crops per mask kind of "
+    f"{eval_set_label(config.data)} ({info['data']}, {info['image_size']} px; PSNR on the hole, SSIM on the "
+    "composite):\n"
   )
   print(margin_table(results, model, fill), flush=True)
   return margins(results, model)

@@ -93,3 +93,15 @@ def test_main_report_mode_prints_the_margin_table_for_a_finished_run(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| mask | metric | run | OpenCV Telea | margin over best peer |" in out.stdout
   assert os.path.isfile(os.path.join(workdir, "eval_results.md"))
+
+
+def test_the_closing_sentence_names_the_set_it_scored():
+  from ml_collections import ConfigDict
+
+  def label(**data):
+    return report.eval_set_label(ConfigDict(data))
+
+  assert label(source="demo", eval_split="eval") == "the held-out photos"
+  assert "TRAINING photos (not held out" in label(source="demo", eval_split="training_photos")
+  assert "package that ships no training photo" in label(source="demo", eval_split="other_package")
+  assert label(source="tfds", eval_split="validation") == "the held-out split 'validation'"
