@@ -74,9 +74,10 @@ def test_unet_corrects_the_biharmonic_fill_when_asked():
   image = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
   valid = (jax.random.uniform(jax.random.key(1), (2, 16, 16, 1)) > 0.3).astype(jnp.float32)
   net = InpaintingUNet(conv="plain", depth=3, features=(4, 8), residual_fill=True, fill="biharmonic")
-  variables = net.init(jax.random.key(2), image, valid)
+  variables = jax.jit(net.init)(jax.random.key(2), image, valid)
   # the zero-initialised output conv: the untrained net returns the biharmonic fill itself, not push-pull's
-  np.testing.assert_allclose(net.apply(variables, image, valid), biharmonic_fill(image, valid), atol=1e-6)
-  assert not np.allclose(net.apply(variables, image, valid), net.clone(fill="push_pull").apply(variables, image, valid))
+  out = jax.jit(net.apply)(variables, image, valid)
+  np.testing.assert_allclose(out, jax.jit(biharmonic_fill)(image, valid), atol=1e-6)
+  assert not np.allclose(out, jax.jit(net.clone(fill="push_pull").apply)(variables, image, valid))
   with pytest.raises(ValueError, match=r"fill must be one of \('push_pull', 'biharmonic'\); got 'telea'"):
     net.clone(fill="telea").init(jax.random.key(2), image, valid)

@@ -57,10 +57,11 @@ def test_unet_residual_fill_starts_at_the_fill_and_adds_the_plain_output():
   image = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
   valid = (jax.random.uniform(jax.random.key(1), (2, 16, 16, 1)) > 0.3).astype(jnp.float32)
   residual = InpaintingUNet(conv="weighted", depth=3, features=(4, 8), residual_fill=True)
-  variables = residual.init(jax.random.key(2), image, valid)
+  variables = jax.jit(residual.init)(jax.random.key(2), image, valid)
   fill = push_pull_fill(image, valid)
+  apply = jax.jit(residual.apply)
   # The output conv starts at zero: the untrained model returns the fill itself.
-  np.testing.assert_allclose(residual.apply(variables, image, valid), fill, atol=1e-6)
+  np.testing.assert_allclose(apply(variables, image, valid), fill, atol=1e-6)
   kernel = variables["params"]["dec1"]["kernel"]
   params = {
     **variables["params"],
@@ -68,8 +69,8 @@ def test_unet_residual_fill_starts_at_the_fill_and_adds_the_plain_output():
   }
   moved = {**variables, "params": params}
   plain = residual.clone(residual_fill=False)
-  np.testing.assert_allclose(residual.apply(moved, image, valid), plain.apply(moved, image, valid) + fill, atol=1e-5)
-  grads = jax.grad(lambda p: jnp.mean((residual.apply({**variables, "params": p}, image, valid) - image) ** 2))(
+  np.testing.assert_allclose(apply(moved, image, valid), jax.jit(plain.apply)(moved, image, valid) + fill, atol=1e-5)
+  grads = jax.jit(jax.grad(lambda p: jnp.mean((apply({**variables, "params": p}, image, valid) - image) ** 2)))(
     variables["params"]
   )
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
