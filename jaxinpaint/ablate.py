@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 import csv
 import itertools
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -134,27 +133,7 @@ LAYOUT_KEYS = (
 
 def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
   """Keys (dotted) whose values differ, ignoring LAYOUT_KEYS (the eval section, the device mesh)."""
-  a = json.loads(saved.to_json_best_effort(sort_keys=True))
-  b = json.loads(wanted.to_json_best_effort(sort_keys=True))
-  for key in LAYOUT_KEYS:
-    *parents, leaf = key.split(".")
-    for tree in (a, b):
-      for parent in parents:
-        tree = tree.get(parent) if isinstance(tree, dict) else None
-      if isinstance(tree, dict):
-        tree.pop(leaf, None)
-  diffs = []
-
-  def walk(x, y, prefix):
-    for key in sorted(set(x) | set(y)):
-      u, v = x.get(key), y.get(key)
-      if isinstance(u, dict) and isinstance(v, dict):
-        walk(u, v, f"{prefix}{key}.")
-      elif u != v:
-        diffs.append(f"{prefix}{key}")
-
-  walk(a, b, "")
-  return diffs
+  return configs_lib.run_differences(saved, wanted, ignore=LAYOUT_KEYS)
 
 
 def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> str:

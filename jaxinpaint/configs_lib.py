@@ -281,6 +281,11 @@ RESUMABLE_KEYS = (
 )  # how a trained DCGAN completes images (latent search), not what it learned
 
 
+# Keys added after runs were saved, with the value that reproduces what those runs did: a saved config without
+# the key equals a wanted one holding that value (so older runs still resume, evaluate and join ablations).
+ADDED_KEYS = {"model.fill": "push_pull"}
+
+
 def run_differences(
   saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict, ignore: tuple[str, ...] = RESUMABLE_KEYS
 ) -> list[str]:
@@ -298,5 +303,8 @@ def run_differences(
 
   a = flat(json.loads(saved.to_json_best_effort()))
   b = flat(json.loads(wanted.to_json_best_effort()))
+  for key, value in ADDED_KEYS.items():
+    if key in b and key not in a:
+      a[key] = value
   skipped = lambda key: any(key == k or key.startswith(k + ".") for k in ignore)
   return sorted(k for k in set(a) | set(b) if not skipped(k) and a.get(k, None) != b.get(k, None))

@@ -163,6 +163,12 @@ def test_restart_with_another_config_is_refused_before_config_json_changes(run, 
   assert configs_lib.run_differences(runs.load_config(workdir), longer) == []
   longer.data.train_split = "eval"
   assert configs_lib.run_differences(runs.load_config(workdir), longer) == ["data.train_split"]
+  # a run saved before model.fill existed corrected push-pull: it equals a config asking for push-pull only
+  before_fill, wanted = load_config("wconv", "demo"), load_config("wconv", "demo")
+  del before_fill.model.fill
+  assert configs_lib.run_differences(before_fill, wanted) == []
+  wanted.model.fill = "biharmonic"
+  assert configs_lib.run_differences(before_fill, wanted) == ["model.fill"]
   # so may the latent-completion settings of a DCGAN run (scripts/dcgan_loss_table.py re-completes in place)
   dcgan_saved, dcgan = load_config("dcgan"), load_config("dcgan")
   dcgan.completion.discriminator_stats, dcgan.completion.iterations = "running", 7
