@@ -51,6 +51,17 @@ def sharded_and_single(config, num_batches: int = 2) -> dict[str, tuple[dict[str
   return out
 
 
+def straight_and_resumed(config, tmp_path_factory) -> dict:
+  """`config` trained straight to its end and, in another workdir, to step 10 then resumed to the end, on one
+  device: {'full', 'full_dir', 'first', 'second'} (the results of `train.train_and_evaluate`)."""
+  full_dir, split_dir = (str(tmp_path_factory.mktemp(n)) for n in ("full", "split"))
+  one = jax.devices()[:1]
+  full = train.train_and_evaluate(config, full_dir, devices=one)
+  first = train.train_and_evaluate(config, split_dir, stop_at=10, devices=one)
+  second = train.train_and_evaluate(config, split_dir, devices=one)
+  return dict(full=full, full_dir=full_dir, first=first, second=second)
+
+
 def make_run(workdir, name="wconv", seed=0):
   """A run directory as training leaves it (config.json + a checkpoint) holding the initial state: restoring
   and predicting are what is tested, so no train step is compiled."""

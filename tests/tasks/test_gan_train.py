@@ -15,7 +15,7 @@ import pytest
 from jaxinpaint import models, sharding, train
 from jaxinpaint.data import pipeline
 from jaxinpaint.tasks import deepfill, optim
-from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
+from helpers import leaves, load_config, sharded_and_single, straight_and_resumed  # tests/helpers.py
 
 
 def tiny_batch(n=2, size=32):
@@ -123,13 +123,7 @@ def runs(tmp_path_factory):
 
   On one device: the sharded step is compared with the single-device one above, and 8 fake CPU devices run
   this network's many small ops several times slower."""
-  config = load_config("gated")
-  full_dir, split_dir = (str(tmp_path_factory.mktemp(n)) for n in ("full", "split"))
-  one = jax.devices()[:1]
-  full = train.train_and_evaluate(config, full_dir, devices=one)
-  first = train.train_and_evaluate(config, split_dir, stop_at=10, devices=one)
-  second = train.train_and_evaluate(config, split_dir, devices=one)
-  return dict(full=full, full_dir=full_dir, first=first, second=second)
+  return straight_and_resumed(load_config("gated"), tmp_path_factory)
 
 
 def test_gan_losses_stay_finite_and_the_output_beats_the_masked_input(runs):

@@ -13,7 +13,7 @@ from jaxinpaint.data import masks
 from jaxinpaint.eval import harness
 from jaxinpaint.tasks import lama
 from jaxinpaint.models.lama import LamaGenerator, NLayerDiscriminator
-from helpers import eqns_named, leaves, load_config, sharded_and_single  # tests/helpers.py
+from helpers import eqns_named, leaves, load_config, sharded_and_single, straight_and_resumed  # tests/helpers.py
 from helpers import lama_losses_with_and_without, lama_tiny_batch as tiny_batch
 
 
@@ -198,13 +198,7 @@ def test_sharded_lama_step_equals_single_device_step():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """configs/lama.py:tiny trained 20 steps straight, and 10 + 10 steps with a restart in between (one device)."""
-  config = load_config("lama")
-  full_dir, split_dir = (str(tmp_path_factory.mktemp(n)) for n in ("full", "split"))
-  one = jax.devices()[:1]
-  full = train.train_and_evaluate(config, full_dir, devices=one)
-  first = train.train_and_evaluate(config, split_dir, stop_at=10, devices=one)
-  second = train.train_and_evaluate(config, split_dir, devices=one)
-  return dict(full=full, full_dir=full_dir, first=first, second=second)
+  return straight_and_resumed(load_config("lama"), tmp_path_factory)
 
 
 def test_twenty_tiny_steps_stay_finite(runs):
