@@ -286,23 +286,25 @@ RESUMABLE_KEYS = (
 ADDED_KEYS = {"model.fill": "push_pull"}
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}: a nested config dict as dotted keys."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
 def run_differences(
   saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict, ignore: tuple[str, ...] = RESUMABLE_KEYS
 ) -> list[str]:
   """Dotted keys whose values differ between a run's saved config and `wanted`, except `ignore` (and below)."""
   import json
 
-  def flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        out.update(flat(value, f"{prefix}{key}."))
-      else:
-        out[f"{prefix}{key}"] = value
-    return out
-
-  a = flat(json.loads(saved.to_json_best_effort()))
-  b = flat(json.loads(wanted.to_json_best_effort()))
+  a = flatten(json.loads(saved.to_json_best_effort()))
+  b = flatten(json.loads(wanted.to_json_best_effort()))
   for key, value in ADDED_KEYS.items():
     if key in b and key not in a:
       a[key] = value

@@ -87,12 +87,9 @@ def learning_curves(
   for entry in points:
     run = runs.restore(workdir, config, devices, batch_size=eval_set.batch_size, step=entry["step"])
     if predict is None:  # one compiled predict for every step: the params are arguments, not constants
-      task = run.task
-      predict = jax.jit(lambda p, s, image, valid: task.predict(p, s, {"image": image, "valid": valid})["output"])
-      mesh = run.mesh
-    method = harness.Method(
-      lambda image, valid, run=run: predict(run.params, run.model_state, image, valid),
-      loss=harness.loss_label(run.config),
+      predict, mesh = harness.compiled_predict(run.task), run.mesh
+    method = harness.model_method(
+      run.task, run.params, run.model_state, loss=harness.loss_label(run.config), predict=predict
     )
     logging.info("scoring %s at step %d (%.1f training minutes)", label, run.step, entry["train_seconds"] / 60)
     results = harness.evaluate_methods({label: method}, eval_set, mesh=mesh, progress=progress)

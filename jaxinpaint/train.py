@@ -25,7 +25,7 @@ import optax
 from absl import logging
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
 
-from jaxinpaint import checkpointing, metrics, progress, sharding, visualize, workdir_lock
+from jaxinpaint import checkpointing, configs_lib, metrics, progress, sharding, visualize, workdir_lock
 from jaxinpaint.configs_lib import validate_config
 from jaxinpaint.data import pipeline
 from jaxinpaint.imaging import to01
@@ -326,7 +326,7 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
   if fork_from is not None and not resuming:
     forked = fork_state(fork_from, target, restore_step)
   writer = metric_writers.create_default_writer(workdir, just_logging=pidx > 0)
-  writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+  writer.write_hparams({k: str(v) for k, v in configs_lib.flatten(config.to_dict()).items()})
   if pidx == 0:
     save_config(config, workdir)
 
@@ -508,13 +508,3 @@ def fork_state(fork_from: str, target: PyTree, step: int | None) -> tuple[int, T
     ckpt.close()
   logging.warning("forked from %s at step %d: state restored, the data stream starts afresh", fork_from, step)
   return int(step), state
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out

@@ -62,18 +62,23 @@ def straight_and_resumed(config, tmp_path_factory) -> dict:
   return dict(full=full, full_dir=full_dir, first=first, second=second)
 
 
-def make_run(workdir, name="wconv", seed=0):
-  """A run directory as training leaves it (config.json + a checkpoint) holding the initial state: restoring
-  and predicting are what is tested, so no train step is compiled."""
-  config = runs.with_defaults(load_config(name))
-  config.seed = seed
+def save_run(config, workdir):
+  """`workdir` as a finished run of `config` leaves it (config.json + a checkpoint at its last step) holding the
+  initial state: restoring and predicting are what is tested, so no train step is compiled. -> (trainer, state)."""
   trainer = train.Trainer(config)
   state = trainer.initial_state()
   train.save_config(config, workdir)
   ckpt = checkpointing.Checkpointer(workdir, async_save=False)
   ckpt.save(config.num_train_steps, state, None, force=True)
   ckpt.close()
-  return config, trainer, state
+  return trainer, state
+
+
+def make_run(workdir, name="wconv", seed=0):
+  """`save_run` of configs/<name>.py:tiny with eval defaults and `seed`."""
+  config = runs.with_defaults(load_config(name))
+  config.seed = seed
+  return (config, *save_run(config, workdir))
 
 
 def write_png16(path, array) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from jaxinpaint import ablate, runs, train
 
-from helpers import ROOT  # tests/helpers.py
+from helpers import ROOT, save_run  # tests/helpers.py
 
 CONFIGS = [os.path.join(ROOT, "configs", "wconv.py"), os.path.join(ROOT, "configs", "plain.py")]
 OVERRIDES = ["eval.masks=centre,free_form", "eval.examples=8", "eval.baselines=telea,mean_fill"]
@@ -30,13 +30,7 @@ def fake_training(monkeypatch):
 
   def fake(config, workdir, **kwargs):
     calls.append((os.path.basename(workdir), config))
-    trainer = train.Trainer(config)
-    from jaxinpaint import checkpointing
-
-    train.save_config(config, workdir)
-    ckpt = checkpointing.Checkpointer(workdir, async_save=False)
-    ckpt.save(config.num_train_steps, trainer.initial_state(), None, force=True)
-    ckpt.close()
+    save_run(config, workdir)
 
   monkeypatch.setattr(train, "train_and_evaluate", fake)
   return calls

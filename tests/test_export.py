@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinpaint import checkpointing, export, inpaint, runs, train
+from jaxinpaint import export, inpaint, runs
 from jaxinpaint.data import masks
 
-from helpers import ROOT, load_config, make_run  # tests/helpers.py
+from helpers import ROOT, load_config, make_run, save_run  # tests/helpers.py
 
 CASES = ((1, 32, 32), (3, 64, 96))  # (batch, H, W): multiples of the tiny models' training size 32
 ROUND_TRIP = ("wconv", "gated")
@@ -208,11 +208,7 @@ def test_a_model_that_cannot_be_symbolic_exports_fixed_sizes(tmp_path):
   config = runs.with_defaults(load_config("wconv"))
   config.model.residual_fill = True
   workdir = str(tmp_path / "run")
-  state = train.Trainer(config).initial_state()
-  train.save_config(config, workdir)
-  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
-  ckpt.save(config.num_train_steps, state, None, force=True)
-  ckpt.close()
+  save_run(config, workdir)
   model = inpaint.load(workdir)
   info = export.export_run(model, str(tmp_path / "training_size"), saved_model=False)
   assert info["stride"] is None and not info["symbolic_height_width"]

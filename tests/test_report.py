@@ -56,18 +56,15 @@ def test_margin_table_with_the_fill_shows_what_learning_adds():
 def test_a_residual_run_is_printed_beside_the_very_fill_it_corrects(tmp_path, capsys):
   """An untrained residual net returns its fill exactly (zero output conv), so `learned` must read +0.00 for the
   biharmonic fill the config names — and would not if the report scored push-pull instead."""
-  from jaxinpaint import checkpointing, runs, train
+  from jaxinpaint import runs
 
-  from helpers import load_config  # tests/helpers.py
+  from helpers import load_config, save_run  # tests/helpers.py
 
   config = runs.with_defaults(load_config("wconv"))
   config.model.residual_fill, config.model.fill, config.model.conv = True, "biharmonic", "plain"
   config.eval.update(masks="centre,free_form", examples=8, baselines="telea,biharmonic")
   workdir = str(tmp_path / "run")
-  train.save_config(config, workdir)
-  ckpt = checkpointing.Checkpointer(workdir, async_save=False)
-  ckpt.save(config.num_train_steps, train.Trainer(config).initial_state(), None, force=True)
-  ckpt.close()
+  save_run(config, workdir)
   report.evaluate_and_print(config, workdir)
   lines = capsys.readouterr().out.splitlines()
   header = next(line for line in lines if line.startswith("| mask"))

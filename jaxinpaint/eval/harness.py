@@ -47,9 +47,16 @@ class Method:
   loss: str = ""  # `loss_label` of a trained model; CLASSICAL_LOSS for the classical peers
 
 
-def model_method(task, params, model_state, loss: str = "") -> Method:
-  """A trained model through the generic task protocol: `task.predict(params, model_state, batch)['output']`."""
-  predict = jax.jit(lambda p, s, image, valid: task.predict(p, s, {"image": image, "valid": valid})["output"])
+def compiled_predict(task):
+  """jit of (params, model_state, image, valid) -> `task.predict(...)['output']`: params are arguments, so one
+  compile serves every checkpoint of a run."""
+  return jax.jit(lambda p, s, image, valid: task.predict(p, s, {"image": image, "valid": valid})["output"])
+
+
+def model_method(task, params, model_state, loss: str = "", predict=None) -> Method:
+  """A trained model through the generic task protocol: `task.predict(params, model_state, batch)['output']`
+  (`predict`: a `compiled_predict(task)` to share between methods of one task)."""
+  predict = compiled_predict(task) if predict is None else predict
   return Method(lambda image, valid: predict(params, model_state, image, valid), loss=loss)
 
 
