@@ -184,6 +184,13 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
   return c
 
 
+def check_image_size(size: int, step: int, divisor: str, hint: str = "") -> None:
+  """ValueError 'config.data.image_size=S is not divisible by <divisor>; use a multiple of <step><hint>' unless
+  `step` divides `size` (`divisor` names the step and why a model needs it)."""
+  if size % step:
+    raise ValueError(f"config.data.image_size={size} is not divisible by {divisor}; use a multiple of {step}{hint}")
+
+
 def validate_config(c: ml_collections.ConfigDict) -> None:
   """One clear ValueError line for values the config type checks cannot catch."""
   from jaxinpaint import layers, sharding  # late imports: configs files import this module without jax set-up
@@ -227,11 +234,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     if c.model.get("decoder", DECODERS[0]) not in DECODERS:
       raise ValueError(f"config.model.decoder must be one of {DECODERS}; got {c.model.decoder!r}")
     step = 2**c.model.depth
-    if c.data.image_size % step:
-      raise ValueError(
-        f"config.data.image_size={c.data.image_size} is not divisible by 2**model.depth={step}; use a multiple "
-        f"of {step} or change model.depth"
-      )
+    check_image_size(c.data.image_size, step, f"2**model.depth={step}", " or change model.depth")
   for key in ("kind", "eval_kind"):
     pipeline.configured_mask_fn(c.masks, c.masks[key])
 

@@ -36,7 +36,7 @@ import ml_collections
 import optax
 from jax import lax
 
-from jaxinpaint import gan_losses, models
+from jaxinpaint import configs_lib, gan_losses, models
 from jaxinpaint.layers.contextual_attention import flow_to_rgb
 from jaxinpaint.layers.spectral_norm import SPECTRAL
 from jaxinpaint.models import discriminators
@@ -219,12 +219,9 @@ def check_gan_config(config: ml_collections.ConfigDict) -> None:
     )
   if config.gan.n_critic < 1:
     raise ValueError(f"config.gan.n_critic must be >= 1; got {config.gan.n_critic}")
-  size = config.data.image_size
-  if size % DOWNSAMPLE:
-    raise ValueError(
-      f"config.data.image_size={size} is not divisible by {DOWNSAMPLE} (DeepFill downsamples by 4, "
-      f"then attention by 2); use a multiple of {DOWNSAMPLE}"
-    )
+  configs_lib.check_image_size(
+    config.data.image_size, DOWNSAMPLE, f"{DOWNSAMPLE} (DeepFill downsamples by 4, then attention by 2)"
+  )
 
 
 @dataclasses.dataclass(frozen=True)

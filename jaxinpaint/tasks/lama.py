@@ -35,7 +35,7 @@ import ml_collections
 import optax
 from jax import lax
 
-from jaxinpaint import losses, models
+from jaxinpaint import configs_lib, losses, models
 from jaxinpaint.imaging import to01
 from jaxinpaint.losses import file_sha256
 from jaxinpaint.models.lama import NLayerDiscriminator
@@ -75,12 +75,9 @@ def check_lama_config(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.model.ratio_g < 1.0:
     raise ValueError(f"config.model.ratio_g must be in [0, 1); got {config.model.ratio_g}")
   step = 2**config.model.n_downsampling
-  size = config.data.image_size
-  if size % step:
-    raise ValueError(
-      f"config.data.image_size={size} is not divisible by {step} (LaMa downsamples "
-      f"{config.model.n_downsampling} times by 2); use a multiple of {step}"
-    )
+  configs_lib.check_image_size(
+    config.data.image_size, step, f"{step} (LaMa downsamples {config.model.n_downsampling} times by 2)"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
