@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxinpaint import models
 from jaxinpaint.models.unet import BLOCK_OUTPUT
 
 PyTree = Any
@@ -87,6 +88,12 @@ def remat(config: ml_collections.ConfigDict, fn: Callable) -> Callable:
   if name not in REMAT_POLICIES:
     raise ValueError(f"config.train.remat must be one of {tuple(REMAT_POLICIES)}; got {name!r}")
   return fn if name == "none" else jax.checkpoint(fn, policy=REMAT_POLICIES[name])
+
+
+def generator_from_config(config: ml_collections.ConfigDict):
+  """`models.make_model(config.model.name, **the rest of config.model)` in the configured activation dtype."""
+  kwargs = dict(config.model)
+  return models.make_model(kwargs.pop("name"), dtype=activation_dtype(config), **kwargs)
 
 
 def activation_dtype(config: ml_collections.ConfigDict):

@@ -235,9 +235,7 @@ class DeepFillTask(base.SingleStage):
 
   @functools.cached_property
   def generator(self):
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
-    return models.make_model(name, dtype=base.activation_dtype(self.config), **kwargs)
+    return base.generator_from_config(self.config)
 
   @functools.cached_property
   def adversary(self):

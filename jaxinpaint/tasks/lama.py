@@ -35,7 +35,7 @@ import ml_collections
 import optax
 from jax import lax
 
-from jaxinpaint import configs_lib, losses, models
+from jaxinpaint import configs_lib, losses
 from jaxinpaint.imaging import to01
 from jaxinpaint.losses import file_sha256
 from jaxinpaint.models.lama import NLayerDiscriminator
@@ -91,9 +91,7 @@ class LamaTask(base.SingleStage):
 
   @functools.cached_property
   def generator(self):
-    kwargs = dict(self.config.model)
-    name = kwargs.pop("name")
-    return models.make_model(name, dtype=base.activation_dtype(self.config), **kwargs)
+    return base.generator_from_config(self.config)
 
   @functools.cached_property
   def discriminator(self):
