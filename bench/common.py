@@ -9,6 +9,22 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def median_time(fn, steps: int, warmup: int) -> float:
+  """Median wall seconds of `fn()` (blocked until its result is ready) over `steps` calls after `warmup` calls."""
+  import time
+
+  import jax
+
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
 def load_config(name: str, arg: str | None = None):
   """configs/<name>.py's get_config(arg)."""
   from jaxinpaint import configs_lib

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from absl import app, flags  # noqa: E402
 
-from common import FAMILIES  # noqa: E402
+from common import FAMILIES, median_time  # noqa: E402
 
 CHOICES = {"unet": ("decoder", "strided_grad", "pad_barrier"), "deepfill": ("strided_grad",)}
 
@@ -63,20 +63,6 @@ def cases() -> list[dict]:
           {"family": family, "dtype": dtype, "flip": f"{choice}={other}", "overrides": {f"model.{choice}": other}}
         )
   return out
-
-
-def median_time(fn, steps: int, warmup: int) -> float:
-  import jax
-  import numpy as np
-
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
 
 
 def run_case(case: dict) -> dict:

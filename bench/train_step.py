@@ -33,6 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
+from common import median_time  # noqa: E402  (bench/common.py, shared with bench/device_check.py)
+
 # name -> (configs/<file>.py, {dotted config key: value})
 MODELS = {
   "unet_partial": ("pconv", {}),
@@ -61,19 +63,6 @@ def model_config(name: str, size: int, batch: int):
 
   file, overrides = MODELS[name]
   return bench_config(file, size, batch, overrides)
-
-
-def median_time(fn, steps: int, warmup: int) -> float:
-  import jax
-
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
 
 
 def time_model(name: str) -> dict:
