@@ -60,8 +60,8 @@ FAMILIES = {
   "unet_plain": ("plain", GPU_FORMS_UNET, True),
   "deepfill_v2": ("gated", {"model.strided_grad": "xla"}, True),
   "deepfill_v1": ("deepfill_v1", {"model.strided_grad": "xla"}, True),
-  "lama": ("lama", {}, False),
-  "dcgan": ("dcgan", {}, False),
+  "lama": ("lama", {}, True),
+  "dcgan": ("dcgan", {}, True),
 }
 
 

@@ -18,6 +18,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from jaxinpaint.models.unet import BLOCK_OUTPUT
 
 DCGAN_INIT = nn.initializers.normal(0.02)  # Radford et al.: weights ~ N(0, 0.02)
 BASE = 4  # the generator's first feature map is BASE x BASE
@@ -97,11 +100,14 @@ class DCGANGenerator(nn.Module):
     x = nn.Dense(
       BASE * BASE * self.features[0], kernel_init=DCGAN_INIT, use_bias=False, dtype=self.dtype, name="project"
     )(z.astype(self.dtype))
-    x = nn.relu(norm("norm0")(x.reshape(z.shape[0], BASE, BASE, self.features[0])))
+    # each stage's output is named BLOCK_OUTPUT: what config.train.remat='blocks' keeps (identity otherwise)
+    x = checkpoint_name(nn.relu(norm("norm0")(x.reshape(z.shape[0], BASE, BASE, self.features[0]))), BLOCK_OUTPUT)
     for i, width in enumerate(self.features[1:], start=1):
       x = SubpixelUp(width, use_bias=False, dtype=self.dtype, name=f"up{i}")(x)  # bias is the norm's job
-      x = nn.relu(norm(f"norm{i}")(x))
-    x = SubpixelUp(self.out_channels, dtype=self.dtype, name=f"up{len(self.features)}")(x)
+      x = checkpoint_name(nn.relu(norm(f"norm{i}")(x)), BLOCK_OUTPUT)
+    x = checkpoint_name(
+      SubpixelUp(self.out_channels, dtype=self.dtype, name=f"up{len(self.features)}")(x), BLOCK_OUTPUT
+    )
     return jnp.tanh(x.astype(jnp.float32))
 
 

@@ -9,7 +9,9 @@ parameters; Big-LaMa: 18 blocks, 50,975,875 (tests/tasks/test_lama.py counts the
 
 The reference works on [0, 1] images; here image f32[B, H, W, 3] in [-1, 1] and valid f32[B, H, W, 1] (1 = known)
 go in, the [0, 1] image times valid and the hole 1 - valid are the network's input, and the sigmoid output comes
-back as 2 sigmoid - 1 in [-1, 1]. H and W must be multiples of 2**n_downsampling.
+back as 2 sigmoid - 1 in [-1, 1]. H and W must be multiples of 2**n_downsampling. Each down-sampling stage's,
+residual block's and up-sampling stage's output is named `models.unet.BLOCK_OUTPUT` (config.train.remat='blocks'
+keeps only these; an identity otherwise).
 
 `NLayerDiscriminator` (pix2pixhd_nlayer, ndf 64, 4 layers): 4x4 convs, padding 2: stride 2 (ndf, no norm), then
 n_layers - 1 stride-2 convs + BN doubling the width (max 512), a stride-1 conv + BN, each with LeakyReLU(0.2),
@@ -24,10 +26,17 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxinpaint.layers.ffc import FFCBNAct, FFCResnetBlock, batch_norm, reflect_pad
+from jaxinpaint.models.unet import BLOCK_OUTPUT
 
 Dtype = Any
+
+
+def _tag(x_l: jax.Array, x_g: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+  """An FFC stage's (local, global) outputs named BLOCK_OUTPUT: what config.train.remat='blocks' keeps."""
+  return checkpoint_name(x_l, BLOCK_OUTPUT), None if x_g is None else checkpoint_name(x_g, BLOCK_OUTPUT)
 
 
 class LamaGenerator(nn.Module):
@@ -54,17 +63,20 @@ class LamaGenerator(nn.Module):
     for i in range(self.n_downsampling):
       last = i == self.n_downsampling - 1
       width = min(self.max_features, self.ngf * 2 ** (i + 1))
-      x_l, x_g = FFCBNAct(width, 3, self.ratio_g if last else 0.0, stride=2, padding=1, name=f"down{i}", **norm)(
-        x_l, x_g, train
+      x_l, x_g = _tag(
+        *FFCBNAct(width, 3, self.ratio_g if last else 0.0, stride=2, padding=1, name=f"down{i}", **norm)(
+          x_l, x_g, train
+        )
       )
     for i in range(self.n_blocks):
-      x_l, x_g = FFCResnetBlock(self.ratio_g, name=f"block{i}", **norm)(x_l, x_g, train)
+      x_l, x_g = _tag(*FFCResnetBlock(self.ratio_g, name=f"block{i}", **norm)(x_l, x_g, train))
     h = x_l if x_g is None else jnp.concatenate([x_l, x_g], axis=-1)
     for i in range(self.n_downsampling):
       width = min(self.max_features, self.ngf * 2 ** (self.n_downsampling - i - 1))
       # PyTorch ConvTranspose2d(k 3, stride 2, padding 1, output_padding 1): pads (k-1-p, k-1-p+op) = (1, 2)
       h = nn.ConvTranspose(width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), dtype=self.dtype, name=f"up{i}")(h)
       h = nn.relu(batch_norm(train, self.norm_momentum, self.norm_epsilon, self.dtype, f"up{i}_bn")(h))
+      h = checkpoint_name(h, BLOCK_OUTPUT)
     h = nn.Conv(3, (7, 7), padding="VALID", dtype=self.dtype, name="out")(reflect_pad(h, 3))
     return 2.0 * jax.nn.sigmoid(h.astype(jnp.float32)) - 1.0
 

@@ -8,7 +8,8 @@ params = {'generator': ..., 'discriminator': ...}; model_state = {'batch_stats':
 so the single `jax.value_and_grad` of the trainer gives the discriminator exactly the gradient of its loss and
 the generator exactly the gradient of its own (simultaneous updates); `make_optimizer` applies a separate Adam
 (2e-4, b1 0.5, Radford et al.) to each network via `optax.multi_transform`. L_D and L_G are the pair of
-`config.loss.gan_loss` from `jaxinpaint.gan_losses`.
+`config.loss.gan_loss` from `jaxinpaint.gan_losses`. The generator's training forward runs under
+`config.train.remat` (`tasks.base.remat`); completion and `predict` call it plainly.
 
 Evaluation (`predict`) is a cheap completion: `config.completion.eval_iterations` steps of latent optimisation
 (not the ~1000 of `--mode=complete`) from a fixed z_0, so the periodic eval metrics track how well the GAN can
@@ -146,9 +147,8 @@ class DCGANTask(base.SingleStage):
     d_loss_fn, g_loss_fn = gan_losses.get_gan_loss(self.config.loss.gan_loss)
     stats = model_state["batch_stats"]
     z = jax.random.uniform(rng, (real.shape[0], self.latent_dim), minval=-1.0, maxval=1.0)
-    fake, g_new = self.generator.apply(
-      {"params": params["generator"], "batch_stats": stats["generator"]}, z, train=True, mutable=["batch_stats"]
-    )
+    apply = functools.partial(self.generator.apply, train=True, mutable=["batch_stats"])
+    fake, g_new = base.remat(self.config, apply)({"params": params["generator"], "batch_stats": stats["generator"]}, z)
 
     def critic(d_params, d_stats, images):
       return self.discriminator.apply(

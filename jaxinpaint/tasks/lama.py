@@ -17,7 +17,7 @@ resized to D's logit map nearest-neighbour. Reference weights: L1 known 10 / mis
 `loss.vgg_weights` (scripts/convert_vgg16.py) the same weight goes to VGG16 pool1-3 instead, and with neither
 there is no perceptual term; `loss_label` says which (and the weights file's sha256), in every table. Adam G
 1e-3, D 1e-4, each clipped to global norm 1 (the reference trainer's gradient_clip_val). The two updates are
-simultaneous.
+simultaneous. The generator's forward runs under `config.train.remat` (`tasks.base.remat`).
 
 Batches: image f32[B, H, W, 3] in [-1, 1], valid f32[B, H, W, 1] (1 = known), H, W multiples of 2**n_downsampling.
 """
@@ -147,8 +147,9 @@ class LamaTask(base.SingleStage):
     loss = self.config.loss
     image, valid = batch["image"], batch["valid"]
     g_stats, d_stats = model_state["batch_stats"]["generator"], model_state["batch_stats"]["discriminator"]
-    output, g_new = self.generator.apply(
-      {"params": params["generator"], "batch_stats": g_stats}, image, valid, train=True, mutable=["batch_stats"]
+    apply = functools.partial(self.generator.apply, train=True, mutable=["batch_stats"])
+    output, g_new = base.remat(self.config, apply)(
+      {"params": params["generator"], "batch_stats": g_stats}, image, valid
     )
     real, pred = to01(image), to01(output)
     d_params = params["discriminator"]

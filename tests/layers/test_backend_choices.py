@@ -4,6 +4,7 @@ Each fast path's two forms must compute the same values and gradients; 'auto' mu
 backend and XLA's plain form elsewhere; remat must not change values or gradients.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from jaxinpaint import configs_lib, tasks, xla_flags
 from jaxinpaint.layers import masked_conv
 from jaxinpaint.layers.masked_conv import FAST_PATHS, PartialConv, resolve, upsampled_conv3x3
 from jaxinpaint.models import DeepFillV2Generator, InpaintingUNet
+from jaxinpaint.models.unet import BLOCK_OUTPUT
 
 SMALL = dict(features=(8, 16), kernel_sizes=(5, 3))
 
@@ -149,6 +151,48 @@ def test_remat_of_the_deepfill_generator_gives_the_same_values_and_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("family", ["lama", "dcgan"])
+def test_remat_of_the_lama_and_dcgan_generators_gives_the_same_values_gradients_and_stats(family):
+  """Through `tasks.base.remat` as LamaTask.losses / DCGANTask.adversarial_losses call it (train mode, BatchNorm
+  statistics updated), on the :tiny configs (LaMa ngf 8, one FFC block, at 16 px; DCGAN 32 px); then the task's
+  own gradient: a checkpoint over named block outputs with 'blocks', none with 'none'."""
+  config = load_config(family)
+  net = tasks.make_task(config).generator
+  image, _ = _inputs(size=16 if family == "lama" else 32, batch=2)
+  valid = jnp.ones_like(image[..., :1]).at[:, 4:10, 5:12].set(0.0)
+  inputs = (image, valid) if family == "lama" else (jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, 16))),)
+  variables = jax.jit(net.init)(jax.random.key(0), *inputs)  # jitted: eager init dispatches op by op
+  results = {}
+  for remat in tasks.base.REMAT_POLICIES:
+    config.train.remat = remat
+    apply = tasks.base.remat(config, functools.partial(net.apply, train=True, mutable=["batch_stats"]))
+
+    def loss(params):
+      out, new = apply({"params": params, "batch_stats": variables["batch_stats"]}, *inputs)
+      return jnp.mean((out - 0.3) ** 2), new
+
+    (value, new), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    results[remat] = float(value), leaves(grads), leaves(new)
+  base_value, base_grads, base_stats = results["none"]
+  for remat in ("blocks", "full"):
+    value, grads, stats = results[remat]
+    np.testing.assert_allclose(value, base_value, rtol=1e-6)
+    for a, b in zip(grads, base_grads):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(stats, base_stats):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  batch = {"image": _inputs(size=32)[0], "valid": jnp.ones((2, 32, 32, 1)).at[:, 8:20, 10:24].set(0.0)}
+  for remat in ("none", "blocks"):
+    config.train.remat = remat
+    task = tasks.make_task(config)
+    state = dict(jax.eval_shape(task.init, jax.random.key(0), batch))
+    params = state.pop("params")
+    grad = jax.grad(lambda p, v: task.loss_fn(p, v, batch, jax.random.key(1), jnp.zeros((), jnp.int32))[0])
+    jaxpr = str(jax.make_jaxpr(grad)(params, state))
+    assert BLOCK_OUTPUT in jaxpr
+    assert ("remat" in jaxpr or "checkpoint" in jaxpr) == (remat == "blocks"), remat  # jax.checkpoint: remat2
+
+
 @pytest.mark.parametrize("name", ["pconv"])
 def test_remat_gives_the_same_loss_gradients_and_state(name):
   image, _ = _inputs(size=32)
@@ -177,6 +221,7 @@ def test_remat_gives_the_same_loss_gradients_and_state(name):
   grad = jax.grad(lambda p, v: task.loss_fn(p, v, batch, *args)[0])
   jaxpr = str(jax.make_jaxpr(grad)(params, variables))
   assert "checkpoint" in jaxpr or "remat" in jaxpr
+  assert BLOCK_OUTPUT in jaxpr  # the generator's block outputs are named: 'blocks' has something to keep
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
