@@ -2,12 +2,7 @@
 
 import os
 
-# LLVM at -O0: the same HLO passes and buffers (so the same values up to float rounding), compiled in a fraction of
-# the time. The suite is compile-bound (each test compiles its own small step; parameter initialisers alone took
-# 5-7 s at -O2); subprocesses the tests start inherit it, so CLI runs compute what in-process runs compute.
-os.environ["XLA_FLAGS"] = (
-  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-).strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The XLA CPU flags `python -m jaxinpaint.main` sets, so in-process runs compute what the CLI computes.
 from jaxinpaint import xla_flags  # noqa: E402  (imports no jax)
