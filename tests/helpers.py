@@ -24,6 +24,14 @@ def load_script(name: str):
   return module
 
 
+def cli_env(**extra) -> dict:
+  """The environment for a CLI subprocess: this process's (its XLA flags, hence 8 fake CPU devices), the CPU
+  backend, no JAXINPAINT_TRACEBACK (error output as users see it), then `extra`."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+  env.pop("JAXINPAINT_TRACEBACK", None)
+  return env
+
+
 def load_config(name: str = "wconv", variant: str | None = "tiny"):
   """configs/<name>.py's get_config(variant)."""
   return configs_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"), variant)

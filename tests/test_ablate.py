@@ -15,7 +15,7 @@ from PIL import Image
 
 from jaxinpaint import ablate, runs, train
 
-from helpers import ROOT, save_run  # tests/helpers.py
+from helpers import ROOT, cli_env, save_run  # tests/helpers.py
 
 CONFIGS = [os.path.join(ROOT, "configs", "wconv.py"), os.path.join(ROOT, "configs", "plain.py")]
 OVERRIDES = ["eval.masks=centre,free_form", "eval.examples=8", "eval.baselines=telea,mean_fill"]
@@ -68,7 +68,7 @@ def test_ablation_trains_reuses_and_writes_the_table(tmp_path, fake_training):
     ablate.ablate(CONFIGS, str(tmp_path), variant="tiny", overrides=OVERRIDES + ["optim.learning_rate=0.5"])
 
   # the CLI, in a fresh process (no fake trainer there): finished runs are reused, the numbers are the same
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   cmd = [
     sys.executable,
     "-m",
@@ -192,7 +192,7 @@ def test_seeds_must_be_a_positive_count(tmp_path):
     with pytest.raises(ValueError, match=r"--seeds must be a whole number of runs per config, at least 1; got "):
       ablate.ablate(CONFIGS, str(tmp_path), variant="tiny", seeds=seeds)
   assert not os.listdir(tmp_path)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   workdir = tmp_path / "runs"
   cmd = [sys.executable, "-m", "jaxinpaint.ablate", f"--configs={CONFIGS[0]}", f"--workdir={workdir}", "--seeds=0"]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from jaxinpaint import curves, evaluate, runs, train
 
-from helpers import ROOT, load_config  # tests/helpers.py
+from helpers import ROOT, cli_env, load_config  # tests/helpers.py
 
 FAKE_SECONDS = 1000.0  # step 10's recorded wall-clock, set before the resume: the resumed clock must start there
 LOST_SECONDS = 1e6  # a line for step 20 whose checkpoint was lost: the resume must drop it
@@ -134,7 +134,7 @@ def test_timeline_without_kept_checkpoints_fails_in_one_line(run, tmp_path):
 
 def test_cli_without_timeline_prints_one_error_line(run, tmp_path):
   shutil.copy(os.path.join(run["workdir"], runs.CONFIG_FILE), tmp_path)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   proc = subprocess.run(
     [sys.executable, "-m", "jaxinpaint.curves", f"--workdir={tmp_path}"],
     capture_output=True,

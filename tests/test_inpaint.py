@@ -13,7 +13,7 @@ from PIL import Image
 from jaxinpaint import inpaint, train, visualize
 from jaxinpaint.data import masks
 
-from helpers import ROOT, make_run, write_png16  # tests/helpers.py
+from helpers import ROOT, cli_env, make_run, write_png16  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +190,7 @@ def test_cli(model, tmp_path):
   image, hole = photo(45, 61)
   Image.fromarray(image).save(tmp_path / "photo.png")
   Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("JAXINPAINT_TRACEBACK", None)
+  env = cli_env()
   cmd = [
     sys.executable,
     "-m",
@@ -329,8 +328,7 @@ def test_outputs_that_cannot_be_written_are_found_before_any_work(tmp_path):
   (tmp_path / "out" / "a.png").mkdir(parents=True)
   with pytest.raises(ValueError, match=r"out/a.png' is a directory"):
     folder_plan(tmp_path)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("JAXINPAINT_TRACEBACK", None)
+  env = cli_env()
   cmd = [
     sys.executable,
     "-m",
@@ -362,8 +360,7 @@ def test_bad_files_are_skipped_and_summarised(model, tmp_path):
   assert "cannot read image" in reasons["corrupt.png"] and "no mask" in reasons["no_mask.png"]
   assert "has colour" in reasons["red_mask.png"] and "mask is 20x41" in reasons["wrong_size.png"]
   assert sorted(os.listdir(tmp_path / "out")) == ["good.png"]  # nothing half-written or temporary left
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("JAXINPAINT_TRACEBACK", None)
+  env = cli_env()
   cmd = [
     sys.executable,
     "-m",

@@ -20,15 +20,13 @@ import numpy as np
 import pytest
 
 from jaxinpaint import checkpointing, configs_lib, evaluate, runs, train, workdir_lock
-from helpers import leaves, load_config  # tests/helpers.py
+from helpers import cli_env, leaves, load_config  # tests/helpers.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  env.pop("JAXINPAINT_TRACEBACK", None)
-  return env
+  return cli_env(PYTHONPATH=ROOT)
 
 
 def _short_config(steps=6, every=2):

@@ -79,11 +79,11 @@ def test_main_report_mode_prints_the_margin_table_for_a_finished_run(tmp_path):
   import subprocess
   import sys
 
-  from helpers import ROOT, make_run  # tests/helpers.py
+  from helpers import ROOT, cli_env, make_run  # tests/helpers.py
 
   workdir = str(tmp_path / "run")
   make_run(workdir)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   cmd = [sys.executable, "-m", "jaxinpaint.main", "--mode=report", f"--workdir={workdir}"]
   cmd += [f"--config={ROOT}/configs/wconv.py:tiny", "--config.eval.examples=8", "--config.eval.baselines=telea"]
   out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)

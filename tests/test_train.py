@@ -12,7 +12,7 @@ import pytest
 from jaxinpaint import checkpointing, sharding, train
 from jaxinpaint import runs as runs_lib
 from jaxinpaint.data import pipeline
-from helpers import leaves, load_config, sharded_and_single  # tests/helpers.py
+from helpers import cli_env, leaves, load_config, sharded_and_single  # tests/helpers.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -203,8 +203,7 @@ def _run_main(args, tmp_path, timeout=300):
   import subprocess
   import sys
 
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("JAXINPAINT_TRACEBACK", None)
+  env = cli_env()
   return subprocess.run(
     [sys.executable, "-m", "jaxinpaint.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
   )

@@ -16,7 +16,7 @@ from jaxinpaint import masks as masks_cli
 from jaxinpaint import progress
 from jaxinpaint.data import mask_packs, masks
 
-from helpers import ROOT  # tests/helpers.py
+from helpers import ROOT, cli_env  # tests/helpers.py
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_cli_writes_verifies_and_fails_in_one_line(tmp_path, capsys):
       masks_cli.main(args)
     assert str(exit_info.value.code).startswith(message) and "\n" not in str(exit_info.value.code)
   assert not os.path.exists(tmp_path / "q")
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = cli_env()
   proc = subprocess.run(
     [sys.executable, "-m", "jaxinpaint.masks", "pack", "--kind=centre", "--size=8", "--n=2", f"--out={tmp_path / 'r'}"],
     cwd=ROOT,

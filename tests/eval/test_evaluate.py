@@ -17,7 +17,7 @@ from jaxinpaint import baselines, evaluate, metrics, runs, train
 from jaxinpaint.data import mask_packs, masks, pipeline, sources
 from jaxinpaint.eval import harness, mask_sets, tables
 
-from helpers import ROOT, load_config, make_run  # tests/helpers.py
+from helpers import ROOT, cli_env, load_config, make_run  # tests/helpers.py
 
 KINDS = "centre,free_form,hole_20-30"
 
@@ -182,8 +182,7 @@ def test_missing_checkpoint_and_bad_config_fail_in_one_line(tmp_path, run):
 
 
 def test_cli_overrides_and_errors(run, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("JAXINPAINT_TRACEBACK", None)
+  env = cli_env()
   cmd = [
     sys.executable,
     "-m",
