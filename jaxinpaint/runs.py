@@ -124,6 +124,26 @@ def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[st
   }
 
 
+INIT_OPT_LEVEL = "JAXINPAINT_INIT_OPT_LEVEL"
+
+
+def jit_init(fn, **jit_kwargs):
+  """`jax.jit` for a function that runs once per run, a parameter initialiser (`Trainer`'s initial state).
+
+  With JAXINPAINT_INIT_OPT_LEVEL=0 in the environment (the tests set it) and the CPU backend, it is compiled at
+  XLA's LLVM -O0: a U-Net's initialiser then compiles in ~1 s instead of ~5 s (six lecun-normal kernels take most
+  of it at -O2) and runs as fast as it needs to. Not the default: the initialisers' values then differ from the
+  -O2 ones by float rounding (an ulp in ~4 % of the kernel entries), so a run would not reproduce an -O2 run, e.g.
+  the README's tables, bit for bit. GPU/TPU backends ignore the variable.
+  """
+  level = os.environ.get(INIT_OPT_LEVEL, "")
+  if level not in ("", "0", "1", "2", "3"):
+    raise ValueError(f"{INIT_OPT_LEVEL} must be one of 0, 1, 2, 3 (XLA's LLVM level), got {level!r}")
+  if level and jax.default_backend() == "cpu":
+    jit_kwargs["compiler_options"] = {"xla_backend_optimization_level": int(level)}
+  return jax.jit(fn, **jit_kwargs)
+
+
 def init_state(rng: jax.Array, *, task, tx: optax.GradientTransformation, config) -> TrainState:
   """Initial state from a one-example dummy batch (variable shapes do not depend on the batch size)."""
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch(config, 1).items()}

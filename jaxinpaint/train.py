@@ -35,6 +35,7 @@ from jaxinpaint.runs import (
   example_batch,
   has_checkpoints,
   init_state,
+  jit_init,
   save_config,
   seed_keys,
 )
@@ -111,7 +112,7 @@ class Trainer:
     self.state_shardings = sharding.state_shardings(
       self.abstract_state, self.mesh, config.get("fsdp_min_size", sharding.FSDP_MIN_SIZE)
     )
-    self._init = jax.jit(init, out_shardings=self.state_shardings)
+    self._init = jit_init(init, out_shardings=self.state_shardings)
     self.batch_shardings = {k: sharding.batch_sharding(self.mesh) for k in ("image", "valid")}
     self.eval_step = jax.jit(functools.partial(eval_step, task=self.task))
 

@@ -128,7 +128,7 @@ def lama_tiny_batch(n: int = 2, size: int = 32) -> dict:
 def lama_losses_with_and_without(plain, other, batch):
   """One jitted LaMa loss evaluation of two tasks on the same init: (g_plain, d_plain, g_other, d_other,
   other's 'perceptual' term, the generator's raw output)."""
-  variables = dict(jax.jit(plain.init)(jax.random.key(0), batch))
+  variables = dict(runs.jit_init(plain.init)(jax.random.key(0), batch))
   params = variables.pop("params")
 
   @jax.jit

@@ -15,6 +15,7 @@ from PIL import Image
 from jaxinpaint import masks as masks_cli
 from jaxinpaint import progress
 from jaxinpaint.data import mask_packs, masks
+from jaxinpaint.runs import jit_init
 
 from helpers import ROOT, cli_env  # tests/helpers.py
 
@@ -250,7 +251,7 @@ def test_latent_completion_feeds_its_bar_on_a_terminal(monkeypatch):
   from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 
   gen, disc = DCGANGenerator(latent_dim=4, features=(8, 8)), DCGANDiscriminator(features=(8,), image_size=16)
-  variables = jax.jit(
+  variables = jit_init(
     lambda z, x: {"generator": gen.init(jax.random.key(0), z), "discriminator": disc.init(jax.random.key(1), x)}
   )(jnp.zeros((1, 4)), jnp.zeros((1, 16, 16, 3)))
   image = np.asarray(jax.jit(gen.apply)(variables["generator"], jax.random.uniform(jax.random.key(2), (3, 4))))

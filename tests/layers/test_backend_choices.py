@@ -20,6 +20,7 @@ from jaxinpaint.layers import masked_conv
 from jaxinpaint.layers.masked_conv import FAST_PATHS, PartialConv, resolve, upsampled_conv3x3
 from jaxinpaint.models import DeepFillV2Generator, InpaintingUNet
 from jaxinpaint.models.unet import BLOCK_OUTPUT
+from jaxinpaint.runs import jit_init
 
 SMALL = dict(features=(8, 16), kernel_sizes=(5, 3))
 
@@ -49,7 +50,7 @@ def test_strided_grad_forms_give_the_same_values_and_gradients(kernel, stride):
     form: PartialConv(6, (kernel, kernel), strides=(stride, stride), strided_grad=form)
     for form in FAST_PATHS["strided_grad"]
   }
-  params = convs["xla"].init(jax.random.key(0), x, valid)
+  params = jit_init(convs["xla"].init)(jax.random.key(0), x, valid)
   cot = jax.random.normal(jax.random.key(1), convs["xla"].apply(params, x, valid)[0].shape)
 
   def loss(p, x, conv):
@@ -105,7 +106,7 @@ def test_unet_all_cpu_forms_and_all_plain_forms_agree():
     ("plain", dict(decoder="concat", strided_grad="xla", pad_barrier="off")),
   ):
     net = InpaintingUNet(conv="partial", depth=2, **SMALL, **choices)
-    variables = net.init(jax.random.key(0), image, valid)
+    variables = jit_init(net.init)(jax.random.key(0), image, valid)
     loss = lambda p: jnp.mean(net.apply({**variables, "params": p}, image, valid) ** 2)
     results[name] = jax.jit(jax.value_and_grad(loss))(variables["params"])
   np.testing.assert_allclose(results["cpu"][0], results["plain"][0], rtol=1e-5)
@@ -126,7 +127,7 @@ def test_bad_fast_path_and_remat_names_fail_validation_in_one_line():
 
 def _loss_and_grads(config, batch):
   task = tasks.make_task(config)
-  variables = dict(task.init(jax.random.key(0), batch))
+  variables = dict(jit_init(task.init)(jax.random.key(0), batch))
   params = variables.pop("params")
   grad_fn = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
   (loss, (state, _)), grads = grad_fn(params, variables, batch, jax.random.key(1), jnp.zeros((), jnp.int32))
@@ -138,7 +139,7 @@ def test_remat_of_the_deepfill_generator_gives_the_same_values_and_gradients():
   image, _ = _inputs(size=16, batch=1)
   valid = jnp.ones((1, 16, 16, 1)).at[:, 4:10, 5:12].set(0.0)
   net = DeepFillV2Generator(cnum=4)
-  variables = net.init(jax.random.key(0), image, valid)
+  variables = jit_init(net.init)(jax.random.key(0), image, valid)
   config = load_config("gated")
   results = {}
   for remat in ("none", "blocks"):
@@ -161,7 +162,7 @@ def test_remat_of_the_lama_and_dcgan_generators_gives_the_same_values_gradients_
   image, _ = _inputs(size=16 if family == "lama" else 32, batch=2)
   valid = jnp.ones_like(image[..., :1]).at[:, 4:10, 5:12].set(0.0)
   inputs = (image, valid) if family == "lama" else (jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, 16))),)
-  variables = jax.jit(net.init)(jax.random.key(0), *inputs)  # jitted: eager init dispatches op by op
+  variables = jit_init(net.init)(jax.random.key(0), *inputs)  # jitted: eager init dispatches op by op
   results = {}
   for remat in tasks.base.REMAT_POLICIES:
     config.train.remat = remat

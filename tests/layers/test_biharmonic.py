@@ -7,6 +7,7 @@ from skimage import data
 from skimage.restoration import inpaint_biharmonic
 
 from jaxinpaint.layers.biharmonic import biharmonic_fill
+from jaxinpaint.runs import jit_init
 
 
 def _grid_laplacian(h: int, w: int) -> np.ndarray:
@@ -74,7 +75,7 @@ def test_unet_corrects_the_biharmonic_fill_when_asked():
   image = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
   valid = (jax.random.uniform(jax.random.key(1), (2, 16, 16, 1)) > 0.3).astype(jnp.float32)
   net = InpaintingUNet(conv="plain", depth=3, features=(4, 8), residual_fill=True, fill="biharmonic")
-  variables = jax.jit(net.init)(jax.random.key(2), image, valid)
+  variables = jit_init(net.init)(jax.random.key(2), image, valid)
   # the zero-initialised output conv: the untrained net returns the biharmonic fill itself, not push-pull's
   out = jax.jit(net.apply)(variables, image, valid)
   np.testing.assert_allclose(out, jax.jit(biharmonic_fill)(image, valid), atol=1e-6)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxinpaint.layers import ffc
+from jaxinpaint.runs import jit_init
 from helpers import eqns_named  # tests/helpers.py
 
 EPS = 1e-5
@@ -68,7 +69,7 @@ def apply_train(module, variables, *args):
 def test_fourier_unit_matches_numpy_rfft2(shape):
   x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
   unit = ffc.FourierUnit(features=3)
-  variables = randomized(unit.init(jax.random.key(0), jnp.asarray(x)))
+  variables = randomized(jit_init(unit.init)(jax.random.key(0), jnp.asarray(x)))
   out = apply_train(unit, variables, jnp.asarray(x))
   assert out.shape == shape[:3] + (3,)
   np.testing.assert_allclose(
@@ -80,7 +81,7 @@ def test_fourier_unit_matches_numpy_rfft2(shape):
 def test_spectral_transform_matches_numpy(stride, shape):
   x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
   layer = ffc.SpectralTransform(features=4, stride=stride)
-  variables = randomized(layer.init(jax.random.key(0), jnp.asarray(x)), seed=3)
+  variables = randomized(jit_init(layer.init)(jax.random.key(0), jnp.asarray(x)), seed=3)
   out = apply_train(layer, variables, jnp.asarray(x))
   np.testing.assert_allclose(
     np.asarray(out), np_spectral(x.astype(np.float64), variables["params"], stride), rtol=1e-4, atol=1e-4
@@ -91,7 +92,7 @@ def test_ffc_four_paths_match_numpy_at_odd_size_with_dilation():
   rng = np.random.default_rng(4)
   x_l, x_g = (rng.normal(size=(2, 9, 7, c)).astype(np.float32) for c in (2, 6))
   layer = ffc.FFC(features=8, kernel_size=3, ratio_gout=0.75, padding=2, dilation=2)
-  variables = randomized(layer.init(jax.random.key(0), jnp.asarray(x_l), jnp.asarray(x_g)), seed=5)
+  variables = randomized(jit_init(layer.init)(jax.random.key(0), jnp.asarray(x_l), jnp.asarray(x_g)), seed=5)
   y_l, y_g = apply_train(layer, variables, jnp.asarray(x_l), jnp.asarray(x_g))
   p = variables["params"]
   xl, xg = x_l.astype(np.float64), x_g.astype(np.float64)
@@ -120,7 +121,7 @@ def test_resnet_block_adds_its_input_to_each_part_and_checks_the_split():
   rng = np.random.default_rng(8)
   x_l, x_g = jnp.asarray(rng.normal(size=(2, 6, 6, 2)), jnp.float32), jnp.asarray(rng.normal(size=(2, 6, 6, 6)))
   block = ffc.FFCResnetBlock(ratio=0.75)
-  variables = block.init(jax.random.key(0), x_l, x_g)
+  variables = jit_init(block.init)(jax.random.key(0), x_l, x_g)
   y_l, y_g = apply_train(block, variables, x_l, x_g)
   inner = ffc.FFCBNAct(8, 3, 0.75, padding=1)
   h = apply_train(
@@ -136,7 +137,7 @@ def test_resnet_block_adds_its_input_to_each_part_and_checks_the_split():
 def test_fourier_unit_runs_its_fft_in_float32_under_bfloat16_activations():
   x = jnp.asarray(np.random.default_rng(9).normal(size=(2, 8, 8, 4)), jnp.bfloat16)
   unit16, unit32 = ffc.FourierUnit(4, dtype=jnp.bfloat16), ffc.FourierUnit(4)
-  variables = randomized(unit32.init(jax.random.key(0), x.astype(jnp.float32)))
+  variables = randomized(jit_init(unit32.init)(jax.random.key(0), x.astype(jnp.float32)))
   ffts = list(eqns_named(jax.make_jaxpr(lambda v, x: unit16.apply(v, x))(variables, x).jaxpr, "fft"))
   assert len(ffts) == 2  # forward and inverse
   for eqn in ffts:

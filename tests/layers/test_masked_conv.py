@@ -11,6 +11,7 @@ import pytest
 
 from jaxinpaint import layers
 from jaxinpaint.layers import GatedConv, PartialConv, PlainConv, WeightedConv
+from jaxinpaint.runs import jit_init
 
 
 def np_same_pad(size, k, s, d):
@@ -268,7 +269,7 @@ def test_gated_without_activation():
 def test_init_and_apply():
   x, valid = jnp.ones((1, 6, 7, 2)), jnp.ones((1, 6, 7, 1))
   layer = PartialConv(3, (3, 3), kernel_init=nn.initializers.normal(0.1))  # lecun_normal compiles slowly on CPU
-  params = jax.jit(layer.init)(jax.random.key(0), x, valid)
+  params = jit_init(layer.init)(jax.random.key(0), x, valid)
   y, _ = jax.jit(layer.apply)(params, x, valid)
   assert y.shape == (1, 6, 7, 3) and bool(jnp.all(jnp.isfinite(y)))
   assert params["params"]["kernel"].dtype == jnp.float32 and float(jnp.abs(params["params"]["kernel"]).sum()) > 0

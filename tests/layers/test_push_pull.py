@@ -7,6 +7,7 @@ import numpy as np
 
 from jaxinpaint.layers.push_pull import push_pull_fill
 from jaxinpaint.models import InpaintingUNet
+from jaxinpaint.runs import jit_init
 
 
 def _reference(image, valid):
@@ -57,7 +58,7 @@ def test_unet_residual_fill_starts_at_the_fill_and_adds_the_plain_output():
   image = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
   valid = (jax.random.uniform(jax.random.key(1), (2, 16, 16, 1)) > 0.3).astype(jnp.float32)
   residual = InpaintingUNet(conv="weighted", depth=3, features=(4, 8), residual_fill=True)
-  variables = jax.jit(residual.init)(jax.random.key(2), image, valid)
+  variables = jit_init(residual.init)(jax.random.key(2), image, valid)
   fill = push_pull_fill(image, valid)
   apply = jax.jit(residual.apply)
   # The output conv starts at zero: the untrained model returns the fill itself.

@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxinpaint.layers import WeightedBatchNorm, WeightedGroupNorm, WeightedInstanceNorm, WeightedLayerNorm
+from jaxinpaint.runs import jit_init
 
 B, H, W, C, GROUPS = 4, 5, 7, 8, 4
 
@@ -191,7 +192,7 @@ def test_batch_norm_sharded_batch_equals_single_device():
 
 def test_init_names_and_no_update_during_init():
   x, valid = jnp.ones((2, 3, 4, C)), jnp.ones((2, 3, 4, 1))
-  variables = jax.jit(WeightedBatchNorm(use_running_average=False).init)(jax.random.key(0), x, valid)
+  variables = jit_init(WeightedBatchNorm(use_running_average=False).init)(jax.random.key(0), x, valid)
   assert jax.tree.map(jnp.shape, variables) == {
     "params": {"scale": (C,), "bias": (C,)},
     "batch_stats": {"mean": (C,), "var": (C,)},

@@ -13,6 +13,7 @@ from jaxinpaint import sharding, tasks, train
 from jaxinpaint.data import pipeline
 from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
 from jaxinpaint.models.dcgan import SubpixelUp, depth_to_space
+from jaxinpaint.runs import jit_init
 
 
 def load_config(variant="tiny", **overrides):
@@ -59,7 +60,7 @@ def test_generator_at_another_size_is_bounded_and_batch_independent_in_eval_mode
   gen = DCGANGenerator(latent_dim=7, features=(8, 4, 4))  # 3 upsamplings: 32 px
   assert gen.image_size == 32
   z = jax.random.uniform(jax.random.key(1), (3, 7), minval=-1, maxval=1)
-  variables = jax.jit(gen.init)(jax.random.key(2), z)
+  variables = jit_init(gen.init)(jax.random.key(2), z)
   apply = jax.jit(gen.apply)
   out = apply(variables, z)
   assert out.shape == (3, 32, 32, 3) and float(jnp.abs(out).max()) <= 1.0
@@ -99,7 +100,7 @@ def _setup(gan_loss):
   config = load_config(loss__gan_loss=gan_loss)
   task = tasks.make_task(config)
   batch = {k: jnp.asarray(v) for k, v in next(pipeline.make_train_iterator(config)).items()}
-  variables = dict(jax.jit(task.init)(jax.random.key(0), batch))
+  variables = dict(jit_init(task.init)(jax.random.key(0), batch))
   params = variables.pop("params")
   return config, task, train.TrainState(step=0, params=params, model_state=variables, opt_state=None), batch
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxinpaint.models import InpaintingUNet, composite, make_model, upsample2
+from jaxinpaint.runs import jit_init
 
 CONVS = ("partial", "weighted", "gated", "plain")
 SMALL = dict(features=(8, 16, 16, 16))
@@ -25,7 +26,7 @@ def test_every_mode_runs_ignores_hole_content_and_survives_all_holes(conv, size,
   """One compiled train-mode forward + backward per mode and size, fed three inputs."""
   model = InpaintingUNet(conv=conv, depth=depth, **SMALL)
   image, valid = _inputs(2, size, size)
-  variables = jax.jit(model.init)(jax.random.key(1), image, valid)
+  variables = jit_init(model.init)(jax.random.key(1), image, valid)
 
   @jax.jit
   def run(params, image, valid):
@@ -83,7 +84,7 @@ def test_freeze_encoder_norm_keeps_encoder_statistics():
   image, valid = _inputs(4, 32, 32)
   for freeze in (False, True):
     model = InpaintingUNet(conv="weighted", depth=5, freeze_encoder_norm=freeze, **SMALL)
-    variables = jax.jit(model.init)(jax.random.key(0), image, valid)
+    variables = jit_init(model.init)(jax.random.key(0), image, valid)
     _, new = jax.jit(lambda v: model.apply(v, image, valid, train=True, mutable=["batch_stats"]))(variables)
     old_stats, new_stats = (flax.traverse_util.flatten_dict(s) for s in (variables["batch_stats"], new["batch_stats"]))
     for path, old in old_stats.items():
@@ -98,7 +99,7 @@ def test_weighted_conv_uses_weighted_batchnorm_by_default():
   image, valid = _inputs(1, 32, 32)
   w = InpaintingUNet(conv="weighted", depth=5, **SMALL)
   p = InpaintingUNet(conv="partial", depth=5, **SMALL)
-  w_vars = jax.jit(w.init)(jax.random.key(0), image, valid)
+  w_vars = jit_init(w.init)(jax.random.key(0), image, valid)
   p_vars = jax.eval_shape(p.init, jax.random.key(0), image, valid)
   # same parameter tree, different behaviour: the weighted norm ignores hole statistics
   assert jax.tree.structure(w_vars) == jax.tree.structure(p_vars)
@@ -128,7 +129,7 @@ def test_gated_unet_output_layer_is_an_ungated_plain_conv(decoder):
   # DeepFill's rule: hidden layers gated, the output conv plain (no f * sigmoid(g) squashing the image)
   model = InpaintingUNet(conv="gated", depth=2, decoder=decoder, **SMALL)
   image, valid = _inputs(2, 16, 16, seed=4)
-  variables = model.init(jax.random.key(0), image, valid)
+  variables = jit_init(model.init)(jax.random.key(0), image, valid)
   p = variables["params"]
   assert p["dec1"]["kernel"].shape[-1] == p["dec1"]["bias"].shape[0] == 3  # gated: 2 x 3 (feature, gate)
   assert p["dec2"]["kernel"].shape[-1] == 2 * SMALL["features"][0]  # the hidden decoder layer stays gated
@@ -152,7 +153,7 @@ def test_both_decoder_forms_compute_the_same_net(conv):
   gated shares plain's; layers are checked one by one in test_conv_formulation.py.)"""
   image, valid = _inputs(2, 24, 40, seed=3)
   nets = {d: InpaintingUNet(conv=conv, depth=3, decoder=d, **SMALL) for d in ("subpixel", "concat")}
-  variables = nets["concat"].init(jax.random.key(0), image, valid)
+  variables = jit_init(nets["concat"].init)(jax.random.key(0), image, valid)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
     jnp.shape, nets["subpixel"].init(jax.random.key(0), image, valid)
   )

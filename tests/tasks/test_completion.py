@@ -18,6 +18,7 @@ import helpers  # tests/helpers.py
 from jaxinpaint import complete, completion, sharding, train
 from jaxinpaint.data import masks
 from jaxinpaint.models import DCGANDiscriminator, DCGANGenerator
+from jaxinpaint.runs import jit_init
 
 GEN = DCGANGenerator(latent_dim=8, features=(16, 8, 8))  # 32 px
 DISC = DCGANDiscriminator(features=(8, 8), image_size=32)
@@ -26,7 +27,7 @@ DISC = DCGANDiscriminator(features=(8, 8), image_size=32)
 @pytest.fixture(scope="module")
 def setup():
   z = jnp.zeros((1, 8))
-  variables = jax.jit(
+  variables = jit_init(
     lambda z, x: {"generator": GEN.init(jax.random.key(0), z), "discriminator": DISC.init(jax.random.key(1), x)}
   )(z, jnp.zeros((1, 32, 32, 3)))
   # targets the generator can reach exactly, with a centre hole and a random box

@@ -15,6 +15,7 @@ import pytest
 from jaxinpaint import models, sharding, train
 from jaxinpaint.data import pipeline
 from jaxinpaint.tasks import deepfill, optim
+from jaxinpaint.runs import jit_init
 from helpers import leaves, load_config, sharded_and_single, straight_and_resumed  # tests/helpers.py
 
 
@@ -43,7 +44,7 @@ def test_each_network_receives_the_gradient_of_its_own_loss(name):
   task = deepfill.DeepFillTask(load_config(name))
   task.__dict__["generator"] = StubGenerator()  # replaces the cached property
   batch = tiny_batch()
-  variables = dict(jax.jit(task.init)(jax.random.key(0), batch))
+  variables = dict(jit_init(task.init)(jax.random.key(0), batch))
   params = variables.pop("params")
   state, rng = variables, jax.random.key(1)
   image, valid = batch["image"], batch["valid"]

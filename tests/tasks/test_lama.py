@@ -13,6 +13,7 @@ from jaxinpaint.data import masks
 from jaxinpaint.eval import harness
 from jaxinpaint.tasks import lama
 from jaxinpaint.models.lama import LamaGenerator, NLayerDiscriminator
+from jaxinpaint.runs import jit_init
 from helpers import eqns_named, leaves, load_config, sharded_and_single, straight_and_resumed  # tests/helpers.py
 from helpers import lama_losses_with_and_without, lama_tiny_batch as tiny_batch
 
@@ -64,7 +65,7 @@ def test_parameter_counts_match_the_reference_configs():
 def tiny_generator():
   generator = LamaGenerator(ngf=8, n_blocks=1)
   image = jnp.zeros((2, 24, 40, 3))
-  return generator, generator.init(jax.random.key(0), image, jnp.ones((2, 24, 40, 1)))
+  return generator, jit_init(generator.init)(jax.random.key(0), image, jnp.ones((2, 24, 40, 1)))
 
 
 def test_generator_output_is_in_range_any_multiple_of_8_and_ignores_hole_pixels(tiny_generator):
@@ -161,7 +162,7 @@ def test_lama_training_masks_mix_strokes_and_boxes_half_and_half():
 def test_each_network_receives_the_gradient_of_its_own_loss():
   task = lama.LamaTask(load_config("lama"))
   batch = tiny_batch()
-  variables = dict(jax.jit(task.init)(jax.random.key(0), batch))
+  variables = dict(jit_init(task.init)(jax.random.key(0), batch))
   params = variables.pop("params")
   state = variables
 
