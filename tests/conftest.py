@@ -2,7 +2,14 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# 8 fake CPU devices. Slow steps on 8 fake devices sharing 2 busy cores can keep one device's thread from a
+# collective for longer than XLA's 40 s rendezvous limit, which aborts the process ("Termination timeout ...
+# Exiting to ensure a consistent program state"; seen with -O0 code on a clean clone): the limit is raised.
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "")
+  + " --xla_force_host_platform_device_count=8"
+  + " --xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_call_warn_stuck_timeout_seconds=300"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The XLA CPU flags `python -m jaxinpaint.main` sets, so in-process runs compute what the CLI computes.
 from jaxinpaint import xla_flags  # noqa: E402  (imports no jax)
