@@ -130,11 +130,11 @@ INIT_OPT_LEVEL = "JAXINPAINT_INIT_OPT_LEVEL"
 def jit_init(fn, **jit_kwargs):
   """`jax.jit` for a function that runs once per run, a parameter initialiser (`Trainer`'s initial state).
 
-  With JAXINPAINT_INIT_OPT_LEVEL=0 in the environment (the tests set it) and the CPU backend, it is compiled at
-  XLA's LLVM -O0: a U-Net's initialiser then compiles in ~1 s instead of ~5 s (six lecun-normal kernels take most
-  of it at -O2) and runs as fast as it needs to. Not the default: the initialisers' values then differ from the
-  -O2 ones by float rounding (an ulp in ~4 % of the kernel entries), so a run would not reproduce an -O2 run, e.g.
-  the README's tables, bit for bit. GPU/TPU backends ignore the variable.
+  With JAXINPAINT_INIT_OPT_LEVEL=0 in the environment and the CPU backend, it is compiled at XLA's LLVM -O0 (the
+  tests compile everything at -O0 through XLA_FLAGS instead): a U-Net's initialiser then compiles in ~1 s instead
+  of ~5 s (six lecun-normal kernels take most of it at -O2) and runs as fast as it needs to. Not the default: the
+  initialisers' values then differ from the -O2 ones by float rounding (an ulp in ~4 % of the kernel entries), so
+  a run would not reproduce an -O2 run, e.g. the README's tables, bit for bit. GPU/TPU backends ignore it.
   """
   level = os.environ.get(INIT_OPT_LEVEL, "")
   if level not in ("", "0", "1", "2", "3"):

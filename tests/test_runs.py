@@ -86,21 +86,22 @@ def test_restore_names_a_missing_run(tmp_path):
 
 
 def test_jit_init_compiles_at_the_level_the_variable_names_and_refuses_a_bad_one(monkeypatch):
-  """JAXINPAINT_INIT_OPT_LEVEL unset: exactly `jax.jit`. At 0 (the tests' setting): the same values up to float
-  rounding, and not bit-identical ones (the option reached XLA: -O0 rounds lecun-normal's maths differently in a
-  few per cent of the entries). A bad value is one line naming the variable."""
+  """JAXINPAINT_INIT_OPT_LEVEL unset: exactly `jax.jit` (whatever XLA_FLAGS say; the tests' say -O0). At 0 and at
+  2: the same values up to float rounding, and not bit-identical ones (each level reached XLA: -O0 rounds
+  lecun-normal's maths differently in a few per cent of the entries). A bad value is one line naming the variable."""
   init = jax.nn.initializers.lecun_normal()
   fn = lambda key: [init(key, (3, 3, 32, 64))]
   key = jax.random.key(0)
   monkeypatch.delenv(runs.INIT_OPT_LEVEL, raising=False)
-  reference = leaves(jax.jit(fn)(key))  # XLA's default -O2
-  for a, b in zip(leaves(runs.jit_init(fn)(key)), reference):
+  for a, b in zip(leaves(runs.jit_init(fn)(key)), leaves(jax.jit(fn)(key))):
     np.testing.assert_array_equal(a, b)
-  monkeypatch.setenv(runs.INIT_OPT_LEVEL, "0")
-  at_o0 = leaves(runs.jit_init(fn)(key))
-  for a, b in zip(at_o0, reference):
+  at = {}
+  for level in ("0", "2"):
+    monkeypatch.setenv(runs.INIT_OPT_LEVEL, level)
+    at[level] = leaves(runs.jit_init(fn)(key))
+  for a, b in zip(at["0"], at["2"]):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-  assert any(not np.array_equal(a, b) for a, b in zip(at_o0, reference))
+  assert any(not np.array_equal(a, b) for a, b in zip(at["0"], at["2"]))
   monkeypatch.setenv(runs.INIT_OPT_LEVEL, "fast")
   with pytest.raises(ValueError, match=r"^JAXINPAINT_INIT_OPT_LEVEL must be one of 0, 1, 2, 3 .*got 'fast'$"):
     runs.jit_init(fn)
