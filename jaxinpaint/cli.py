@@ -83,6 +83,31 @@ def guarded(body: Callable[[], int | None], errors: Errors, *, hard: bool = True
     fail(e, hard=hard)
 
 
+def flag_value(argv: Sequence[str], name: str) -> str | None:
+  """`--name=V` or `--name V` in `argv` (None when absent), read before absl parses the flags."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      return arg.split("=", 1)[1]
+    if arg == f"--{name}" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def define_run_config(argv: Sequence[str], help_text: str) -> None:
+  """Defines `--config` as the saved config of the run named by `--workdir` in `argv` (so only keys that exist
+  can be overridden with --config.k=v), the base config without one (absl then asks for --workdir). A missing or
+  unreadable config.json is one `error:` line, a plain SystemExit (no flag is defined or library started yet)."""
+  from ml_collections import config_flags
+
+  from jaxinpaint import configs_lib, runs
+
+  workdir = flag_value(argv, "workdir")
+  config = guarded(
+    lambda: runs.load_run_config(workdir) if workdir else configs_lib.base_config(), (FileNotFoundError,), hard=False
+  )
+  config_flags.DEFINE_config_dict("config", config, help_text)
+
+
 def run_main(
   body: Callable[[], int | None],
   argv: Sequence[str] | None = None,

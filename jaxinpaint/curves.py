@@ -26,7 +26,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from jaxinpaint import baselines, evaluate, report, runs, train
+from jaxinpaint import baselines, report, runs, train
 from jaxinpaint.eval import harness, mask_sets
 
 CURVE_METRICS = (("psnr", "PSNR hole (dB)"), ("ssim", "SSIM composite"))
@@ -195,16 +195,11 @@ def main(argv: Sequence[str] | None = None) -> None:
   """`python -m jaxinpaint.curves --workdir=RUN [--out=PNG] [--config.eval.k=v ...]`: the run's saved config,
   with overrides, defines `--config`."""
   from absl import flags
-  from ml_collections import config_flags
 
-  from jaxinpaint import cli, configs_lib
+  from jaxinpaint import cli
 
   argv = list(sys.argv if argv is None else argv)
-  workdir = evaluate.flag_value(argv, "workdir")
-  config = cli.guarded(
-    lambda: runs.load_run_config(workdir) if workdir else configs_lib.base_config(), (FileNotFoundError,), hard=False
-  )
-  config_flags.DEFINE_config_dict("config", config, "The run's saved config; override eval keys with --config.k=v.")
+  cli.define_run_config(argv, "The run's saved config; override eval keys with --config.k=v.")
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints, config.json, timeline.jsonl).")
   flags.DEFINE_string("out", None, f"Where the plot goes (default WORKDIR/{DEFAULT_OUT}); the JSON goes beside it.")
   flags.mark_flags_as_required(["workdir"])

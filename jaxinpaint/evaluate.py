@@ -23,10 +23,10 @@ import jax
 import ml_collections
 from absl import logging
 
-from jaxinpaint import baselines, configs_lib, runs
+from jaxinpaint import baselines, runs
 from jaxinpaint.eval import harness, mask_sets, tables
 from jaxinpaint.eval import perceptual as perceptual_lib
-from jaxinpaint.runs import load_run_config, with_defaults
+from jaxinpaint.runs import with_defaults
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -92,31 +92,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool 
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def flag_value(argv: Sequence[str], name: str) -> str | None:
-  """`--name=V` or `--name V` in `argv` (None when absent), read before absl parses the flags."""
-  for i, arg in enumerate(argv):
-    if arg.startswith(f"--{name}="):
-      return arg.split("=", 1)[1]
-    if arg == f"--{name}" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
 def main(argv: Sequence[str] | None = None) -> None:
   """`python -m jaxinpaint.evaluate --workdir=RUN [--config.eval.k=v ...]`: the run's saved config, with
   overrides, defines `--config` (so only keys that exist can be overridden)."""
   from absl import flags
-  from ml_collections import config_flags
 
   from jaxinpaint import cli
 
   argv = list(sys.argv if argv is None else argv)
-  workdir = flag_value(argv, "workdir")
-  # before any flag is defined or library started: a plain SystemExit, so it can be caught in-process
-  config = cli.guarded(
-    lambda: load_run_config(workdir) if workdir else configs_lib.base_config(), (FileNotFoundError,), hard=False
-  )
-  config_flags.DEFINE_config_dict("config", config, "The run's saved config; override keys with --config.k=v.")
+  cli.define_run_config(argv, "The run's saved config; override keys with --config.k=v.")
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints + config.json).")
   flags.mark_flags_as_required(["workdir"])
 
