@@ -119,21 +119,9 @@ def check_shared_data(configs: dict[str, ml_collections.ConfigDict]) -> None:
         )
 
 
-# Change how a run is evaluated, laid out or computed, not what it learns (dotted for nested keys).
-LAYOUT_KEYS = (
-  "eval",
-  "mesh",
-  "fsdp_min_size",
-  "model.decoder",
-  "model.strided_grad",
-  "model.pad_barrier",
-  "train.remat",
-)
-
-
 def _same_config(saved: ml_collections.ConfigDict, wanted: ml_collections.ConfigDict) -> list[str]:
-  """Keys (dotted) whose values differ, ignoring LAYOUT_KEYS (the eval section, the device mesh)."""
-  return configs_lib.run_differences(saved, wanted, ignore=LAYOUT_KEYS)
+  """Keys (dotted) whose values differ, ignoring `configs_lib.LAYOUT_KEYS` (the eval section, the device mesh, ...)."""
+  return configs_lib.run_differences(saved, wanted, ignore=configs_lib.LAYOUT_KEYS)
 
 
 def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -259,13 +259,22 @@ def validate_optim(optim: ml_collections.ConfigDict, name: str = "config.optim")
     number(key, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
 
 
-# Keys a restarted run may change without changing what its checkpoint means: run length, logging and
-# checkpoint cadence, the device layout, data loading workers, evaluation settings.
-RESUMABLE_KEYS = (
-  "num_train_steps",
+# Keys that change how a run is evaluated, laid out or computed, not what it learns: a finished run serves an
+# ablation (`ablate`) of a config that differs from it only in these.
+LAYOUT_KEYS = (
+  "eval",
   "mesh",
   "fsdp_min_size",
-  "eval",
+  "model.decoder",
+  "model.strided_grad",
+  "model.pad_barrier",
+  "train.remat",  # same maths, other compute
+)
+
+# Keys a restarted run may change without changing what its checkpoint means: LAYOUT_KEYS, run length, logging and
+# checkpoint cadence, data loading workers, evaluation settings.
+RESUMABLE_KEYS = LAYOUT_KEYS + (
+  "num_train_steps",
   "data.num_workers",
   "data.eval_examples",
   "data.eval_split",  # which held-out set scores the run, not what it learned
@@ -276,12 +285,8 @@ RESUMABLE_KEYS = (
   "train.async_checkpointing",
   "train.loss_spike_factor",
   "train.stop_on_loss_spike",
-  "model.decoder",
-  "model.strided_grad",
-  "model.pad_barrier",
-  "train.remat",  # same maths, other compute
-  "completion",
-)  # how a trained DCGAN completes images (latent search), not what it learned
+  "completion",  # how a trained DCGAN completes images (latent search), not what it learned
+)
 
 
 # Keys added after runs were saved, with the value that reproduces what those runs did: a saved config without
