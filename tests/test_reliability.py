@@ -505,7 +505,8 @@ def _sbatch(tmp_path, srun_body, signal_after=None):
 
 def test_slurm_script_requeues_on_143_only(tmp_path):
   # the trainer stub exits 143 on SIGTERM, as jaxinpaint.main does after saving
-  code, out, requeues = _sbatch(tmp_path, "trap 'exit 143' TERM\nsleep 30 & wait $!", signal_after=1.0)
+  # (the trap also stops its sleep, which would otherwise hold the output pipe open for 30 s)
+  code, out, requeues = _sbatch(tmp_path, "trap 'kill $!; exit 143' TERM\nsleep 30 & wait $!", signal_after=1.0)
   assert (code, requeues) == (0, "requeue 42\n"), out
   code, out, requeues = _sbatch(tmp_path / "a", "exit 143")
   assert (code, requeues) == (0, "requeue 42\n"), out  # SIGTERM from the scheduler: also a requeue
