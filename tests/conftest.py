@@ -6,7 +6,7 @@ import os
 # collective for longer than XLA's 40 s rendezvous limit, which aborts the process ("Termination timeout ...
 # Exiting to ensure a consistent program state"; seen with -O0 code on a clean clone): the limit is raised.
 # The tests compile hundreds of small programs and run each a few times: compiled at XLA's LLVM -O0, the suite
-# takes ~12 min instead of ~16 (cold, 2 cores). Values differ from -O2 only by float rounding; every comparison
+# takes 10-13 min instead of 15-17 (cold, 2 cores). Values differ from -O2 only by float rounding; every comparison
 # a test makes (sharded vs single device, resumed vs straight) is between programs compiled alike. A level in the
 # caller's XLA_FLAGS wins (`XLA_FLAGS=--xla_backend_optimization_level=2 pytest ...` tests the users' code path).
 os.environ["XLA_FLAGS"] = (
