@@ -5,23 +5,20 @@ import os
 # 8 fake CPU devices. Slow steps on 8 fake devices sharing 2 busy cores can keep one device's thread from a
 # collective for longer than XLA's 40 s rendezvous limit, which aborts the process ("Termination timeout ...
 # Exiting to ensure a consistent program state"; seen with -O0 code on a clean clone): the limit is raised.
-# The tests compile hundreds of small programs and run each a few times: compiled at XLA's LLVM -O0, the suite
-# takes 10-13 min instead of 15-17 (cold, 2 cores). Values differ from -O2 only by float rounding; every comparison
-# a test makes (sharded vs single device, resumed vs straight) is between programs compiled alike. A level in the
-# caller's XLA_FLAGS wins (`XLA_FLAGS=--xla_backend_optimization_level=2 pytest ...` tests the users' code path).
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "")
   + " --xla_force_host_platform_device_count=8"
   + " --xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_call_warn_stuck_timeout_seconds=300"
-  + (
-    "" if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "") else " --xla_backend_optimization_level=0"
-  )
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The XLA CPU flags `python -m jaxinpaint.main` sets, so in-process runs compute what the CLI computes.
+# The XLA CPU flags `python -m jaxinpaint.main` sets, so in-process runs compute what the CLI computes; and XLA's
+# LLVM -O0. The tests compile hundreds of small programs and run each a few times: at -O0 the suite takes 10-13 min
+# instead of 15-17 (cold, 2 cores). Values differ from -O2 only by float rounding; every comparison a test makes
+# (sharded vs single device, resumed vs straight) is between programs compiled alike. Like every flag set here, a
+# level in the caller's XLA_FLAGS wins (`XLA_FLAGS=--xla_backend_optimization_level=2 pytest ...`: the users' path).
 from jaxinpaint import xla_flags  # noqa: E402  (imports no jax)
 
-xla_flags.set_cpu_flags()
+xla_flags.set_cpu_flags("--xla_backend_optimization_level=0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Several tests compile the same tiny train step; a persistent cache shared by the xdist workers compiles it once.
 os.environ.setdefault(

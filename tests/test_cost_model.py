@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 import cost_model  # bench/cost_model.py: bench/ is on pytest's pythonpath (pyproject.toml)
-from jaxinpaint import xla_flags
 
 from helpers import ROOT
 
@@ -66,11 +65,9 @@ def test_measure_one_tiny_family_compiles_without_running(monkeypatch):
 def test_device_check_runs_end_to_end_at_ci_size(tmp_path):
   """bench/device_check.sh in CI form: auto and one flipped choice, JSON written, table printed."""
   out = tmp_path / "check.json"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  # one CPU device (not the tests' 8), compiled at -O0 like the rest of the suite (the timings are only checked > 0)
-  env.update(
-    DEVICE_CHECK_TINY="1", JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags.CPU_FLAGS[0] + " --xla_backend_optimization_level=0"
-  )
+  # the suite's XLA flags (its -O0 included: the timings are only checked > 0) on one CPU device, not the tests' 8
+  flags = [f for f in os.environ["XLA_FLAGS"].split() if not f.startswith("--xla_force_host_platform_device_count")]
+  env = dict(os.environ, DEVICE_CHECK_TINY="1", JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
   proc = subprocess.run(
     [
       os.path.join(ROOT, "bench", "device_check.sh"),
