@@ -9,10 +9,13 @@ host when the group fits on one.
 
 Multi-host: every process hands in only its own share of the global batch and
 `jax.make_array_from_process_local_data` stitches the global array without any cross-host copy.
+
+Loops that dispatch step after step (training, evaluation) stay one step ahead of the devices (`RunAhead`).
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 from typing import Any
@@ -131,6 +134,29 @@ def gather(x: Any) -> Any:
   from jax.experimental import multihost_utils  # multi-host only
 
   return jax.tree.map(np.asarray, multihost_utils.process_allgather(x, tiled=True))
+
+
+class RunAhead:
+  """Keeps a loop at most `depth` dispatched steps ahead of the devices.
+
+  `after(x)`, called with an output of the step just dispatched, waits until the output given `depth` calls
+  earlier is computed. Without it a loop dispatches until its next host read (the log step), and XLA's CPU client
+  deadlocks under such a queue: it lets at most 32 unfinished programs wait per device, and its launch threads
+  take those slots in no fixed order, so later programs (waiting on an earlier one's outputs) can hold every slot
+  of one device while the earlier program, already in an all-reduce on the other devices, waits for a slot on it.
+  On an accelerator the wait costs nothing: the next step is already queued behind the one waited for.
+  """
+
+  def __init__(self, depth: int = 1):
+    if depth < 1:
+      raise ValueError(f"depth must be at least 1, got {depth}")
+    self.depth = depth
+    self._outputs: collections.deque = collections.deque()
+
+  def after(self, output: Any) -> None:
+    self._outputs.append(output)
+    while len(self._outputs) > self.depth:
+      jax.block_until_ready(self._outputs.popleft())
 
 
 def initialize_distributed() -> None:

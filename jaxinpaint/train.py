@@ -173,24 +173,32 @@ class Trainer:
     fn = jax.jit(
       lambda b: metrics.collect_inpainting_metrics((b["image"] + 1) / 2, (b["image"] * b["valid"] + 1) / 2, b["valid"])
     )
-    total = None
+    total, ahead = None, sharding.RunAhead()
     for batch in eval_batches:
       m = fn(sharding.to_global(batch, self.mesh))
-      total = m if total is None else total.merge(m)
+      total = m if total is None else merge_metrics(total, m)
+      ahead.after(total)
     return {k: float(v) for k, v in total.compute().items()}
 
   def evaluate(self, state: TrainState, eval_batches: list[dict[str, np.ndarray]]):
     """Averages seed 004's metrics over the fixed eval set; returns (metrics dict, first batch's predictions)."""
     params = state.ema_params if state.ema_params is not None else state.params
-    total, first = None, None
+    total, first, ahead = None, None, sharding.RunAhead()
     for batch in eval_batches:
       gbatch = sharding.to_global(batch, self.mesh)
       m, pred = self.eval_step(params, state.model_state, gbatch)
-      total = m if total is None else total.merge(m)
+      total = m if total is None else merge_metrics(total, m)
+      ahead.after(total)
       if first is None:
         first = (gbatch, pred)
     values = {k: float(v) for k, v in total.compute().items()}
     return values, first
+
+
+@jax.jit
+def merge_metrics(total: clu_metrics.Collection, m: clu_metrics.Collection) -> clu_metrics.Collection:
+  """`total.merge(m)` as one program (unjitted, every field of every metric would be a program of its own)."""
+  return total.merge(m)
 
 
 def write_samples(writer, workdir: str, step: int, first) -> str | None:
@@ -358,6 +366,7 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
   bar = progress.bar(trainer.num_steps, initial=start, desc="train", unit="step")  # a TTY on process 0 only
   guard = LossGuard(config.train.get("loss_spike_factor", 0.0), config.train.get("stop_on_loss_spike", False))
   train_metrics, pending, eval_values, history, baseline = None, [], {}, {}, {}
+  ahead = sharding.RunAhead()  # one step ahead of the devices: a longer queue can deadlock XLA's CPU client
   if start == 0:
     baseline = trainer.evaluate_baseline(eval_batches)
     writer.write_scalars(0, {f"eval_masked_input/{k}": v for k, v in baseline.items()})
@@ -375,7 +384,8 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
         state, m = trainer.train_step(state, batch)
         step += 1
         pending.append((step, m.loss.total))
-        train_metrics = m if train_metrics is None else train_metrics.merge(m)
+        train_metrics = m if train_metrics is None else merge_metrics(train_metrics, m)
+        ahead.after(train_metrics)  # waits for step k-1 (its metrics: its state is donated to step k)
         report(step)
         bar.update(1)
         last = step == trainer.num_steps

@@ -100,6 +100,52 @@ def test_fsdp_rule():
   assert sharding.fsdp_spec((), 2, min_size=0) == P()  # scalars (step, Adam count)
 
 
+class Pending:
+  """A step output whose wait is recorded (jax.block_until_ready calls a leaf's block_until_ready)."""
+
+  def __init__(self, name, log):
+    self.name, self.log = name, log
+
+  def block_until_ready(self):
+    self.log.append(self.name)
+    return self
+
+
+def test_run_ahead_waits_for_the_output_depth_steps_back():
+  log = []
+  ahead = sharding.RunAhead()
+  ahead.after(Pending(1, log))
+  assert log == []  # the first step may run while the loop goes on
+  ahead.after({"m": Pending(2, log)})
+  assert log == [1]  # step 2 dispatched: step 1 is waited for, step 2 is not
+  ahead.after(Pending(3, log))
+  assert log == [1, 2]
+  deeper, log = sharding.RunAhead(depth=2), []
+  for k in range(1, 6):
+    deeper.after(Pending(k, log))
+  assert log == [1, 2, 3]
+  with pytest.raises(ValueError, match="depth must be at least 1"):
+    sharding.RunAhead(depth=0)
+
+
+def test_merge_metrics_in_one_program_equals_the_collection_merge():
+  trainer = train.Trainer(load_config())
+  rng = np.random.default_rng(0)
+  outputs = [
+    {n: jnp.float32(rng.normal()) for n in ("loss", *trainer.task.metric_names, "grad_norm")} for _ in range(3)
+  ]
+  for o in outputs:
+    o["learning_rate"] = jnp.float32(rng.uniform())
+  parts = [trainer.metrics_cls.single_from_model_output(**o) for o in outputs]
+  jitted, plain = parts[0], parts[0]
+  for m in parts[1:]:
+    jitted, plain = train.merge_metrics(jitted, m), plain.merge(m)
+  got, want = ({k: float(v) for k, v in c.compute().items()} for c in (jitted, plain))
+  assert got == pytest.approx(want, rel=1e-6) and set(got) == set(outputs[0])
+  assert got["loss"] == pytest.approx(np.mean([float(o["loss"]) for o in outputs]), rel=1e-6)
+  assert got["learning_rate"] == pytest.approx(float(outputs[-1]["learning_rate"]))  # LastValue keeps the last
+
+
 # --- the compiled step ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs():
