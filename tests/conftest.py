@@ -2,13 +2,13 @@
 
 import os
 
-# 8 fake CPU devices. Slow steps on 8 fake devices sharing 2 busy cores can keep one device's thread from a
-# collective for longer than XLA's 40 s rendezvous limit, which aborts the process ("Termination timeout ...
-# Exiting to ensure a consistent program state"; seen with -O0 code on a clean clone): the limit is raised.
+# 8 fake CPU devices. A device stuck in a collective (XLA's CPU client deadlocks when a loop queues many programs
+# behind an all-reduce: see sharding.RunAhead) makes XLA abort the worker after 240 s with a line naming the
+# collective; faulthandler has printed the Python stacks at 180 s (pyproject.toml), and the run then stops.
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "")
   + " --xla_force_host_platform_device_count=8"
-  + " --xla_cpu_collective_call_terminate_timeout_seconds=900 --xla_cpu_collective_call_warn_stuck_timeout_seconds=300"
+  + " --xla_cpu_collective_call_terminate_timeout_seconds=240 --xla_cpu_collective_call_warn_stuck_timeout_seconds=60"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The XLA CPU flags `python -m jaxinpaint.main` sets, so in-process runs compute what the CLI computes; and XLA's
