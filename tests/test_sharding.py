@@ -9,9 +9,12 @@
 """
 
 import collections
+import json
 import math
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.extend
@@ -126,6 +129,23 @@ def test_run_ahead_waits_for_the_output_depth_steps_back():
   assert log == [1, 2, 3]
   with pytest.raises(ValueError, match="depth must be at least 1"):
     sharding.RunAhead(depth=0)
+
+
+def test_the_deadlock_reproduction_runs_to_the_end_in_bounded_mode():
+  # bench/cpu_queue_deadlock.py --mode=queue is the race RunAhead avoids (minutes to hit; not run here); the
+  # bounded mode is the train loop's pattern on real arrays and must finish
+  script = os.path.join(helpers.ROOT, "bench", "cpu_queue_deadlock.py")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run(
+    [sys.executable, script, "--mode=bounded", "--iterations=300", "--size=64", "--ops=5"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert line["mode"] == "bounded" and line["iterations"] == 300 and line["seconds"] > 0
 
 
 def test_merge_metrics_in_one_program_equals_the_collection_merge():
