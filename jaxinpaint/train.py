@@ -173,32 +173,45 @@ class Trainer:
     fn = jax.jit(
       lambda b: metrics.collect_inpainting_metrics((b["image"] + 1) / 2, (b["image"] * b["valid"] + 1) / 2, b["valid"])
     )
-    total, ahead = None, sharding.RunAhead()
+    total = MetricsTotal()
     for batch in eval_batches:
-      m = fn(sharding.to_global(batch, self.mesh))
-      total = m if total is None else merge_metrics(total, m)
-      ahead.after(total)
-    return {k: float(v) for k, v in total.compute().items()}
+      total.add(fn(sharding.to_global(batch, self.mesh)))
+    return total.compute()
 
   def evaluate(self, state: TrainState, eval_batches: list[dict[str, np.ndarray]]):
     """Averages seed 004's metrics over the fixed eval set; returns (metrics dict, first batch's predictions)."""
     params = state.ema_params if state.ema_params is not None else state.params
-    total, first, ahead = None, None, sharding.RunAhead()
+    total, first = MetricsTotal(), None
     for batch in eval_batches:
       gbatch = sharding.to_global(batch, self.mesh)
       m, pred = self.eval_step(params, state.model_state, gbatch)
-      total = m if total is None else merge_metrics(total, m)
-      ahead.after(total)
+      total.add(m)
       if first is None:
         first = (gbatch, pred)
-    values = {k: float(v) for k, v in total.compute().items()}
-    return values, first
+    return total.compute(), first
 
 
 @jax.jit
 def merge_metrics(total: clu_metrics.Collection, m: clu_metrics.Collection) -> clu_metrics.Collection:
   """`total.merge(m)` as one program (unjitted, every field of every metric would be a program of its own)."""
   return total.merge(m)
+
+
+class MetricsTotal:
+  """The merge of the metric collections a loop's steps return, each merged by `merge_metrics` as it arrives,
+  with the loop kept one step ahead of the devices (`sharding.RunAhead`: a longer queue of programs can deadlock
+  XLA's CPU client). `add(m)` after step k is dispatched waits for step k-1; `compute()` reads the values back."""
+
+  def __init__(self):
+    self.total: clu_metrics.Collection | None = None
+    self._ahead = sharding.RunAhead()
+
+  def add(self, m: clu_metrics.Collection) -> None:
+    self.total = m if self.total is None else merge_metrics(self.total, m)
+    self._ahead.after(self.total)  # step k-1's merge (not its state, which step k was given and may have donated)
+
+  def compute(self) -> dict[str, float]:
+    return {k: float(v) for k, v in self.total.compute().items()}
 
 
 def write_samples(writer, workdir: str, step: int, first) -> str | None:
@@ -365,8 +378,7 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
   report = periodic_actions.ReportProgress(num_train_steps=trainer.num_steps, writer=writer)
   bar = progress.bar(trainer.num_steps, initial=start, desc="train", unit="step")  # a TTY on process 0 only
   guard = LossGuard(config.train.get("loss_spike_factor", 0.0), config.train.get("stop_on_loss_spike", False))
-  train_metrics, pending, eval_values, history, baseline = None, [], {}, {}, {}
-  ahead = sharding.RunAhead()  # one step ahead of the devices: a longer queue can deadlock XLA's CPU client
+  train_metrics, pending, eval_values, history, baseline = MetricsTotal(), [], {}, {}, {}
   if start == 0:
     baseline = trainer.evaluate_baseline(eval_batches)
     writer.write_scalars(0, {f"eval_masked_input/{k}": v for k, v in baseline.items()})
@@ -384,17 +396,16 @@ def _train_locked(trainer: Trainer, config, workdir: str, eval_batches, *, stop_
         state, m = trainer.train_step(state, batch)
         step += 1
         pending.append((step, m.loss.total))
-        train_metrics = m if train_metrics is None else merge_metrics(train_metrics, m)
-        ahead.after(train_metrics)  # waits for step k-1 (its metrics: its state is donated to step k)
+        train_metrics.add(m)
         report(step)
         bar.update(1)
         last = step == trainer.num_steps
         if step % config.train.log_every == 0 or last:
           guard.check(pending, ckpt.latest_step())
-          history[step] = {k: float(v) for k, v in train_metrics.compute().items()}
+          history[step] = train_metrics.compute()
           bar.set_postfix(loss=f"{history[step]['loss']:.4g}")
           writer.write_scalars(step, {f"train/{k}": v for k, v in history[step].items()})
-          train_metrics = None
+          train_metrics = MetricsTotal()
         if step % config.train.eval_every == 0 or last:
           eval_values, first = trainer.evaluate(state, eval_batches)
           writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_values.items()})
