@@ -108,6 +108,8 @@ def base_config() -> ml_collections.ConfigDict:
       random_flip=True,
       num_workers=2,
       eval_examples=200,
+      # source='demo' only: a folder whose images join the demo's training photos (the held-out photos stay)
+      extra_train_path="",
     )
   )
   c.data.resize = (313, 256)  # seed 004: CelebA scaled to 256x313 (w x h), then random 256x256 crops
@@ -216,6 +218,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
       validate_optim(c[name], f"config.{name}")
   if c.data.source not in DATA_SOURCES:
     raise ValueError(f"config.data.source must be one of {DATA_SOURCES}; got {c.data.source!r}")
+  if c.data.get("extra_train_path") and c.data.source != "demo":
+    raise ValueError(
+      f"config.data.extra_train_path adds training photos to the demo source only; data.source is {c.data.source!r}"
+    )
   if c.data.source == "folder" and not c.data.path:
     raise ValueError("config.data.source='folder' needs config.data.path (a folder of images)")
   if c.data.image_size <= 0:

@@ -287,15 +287,18 @@ class DemoSource:
   """Real photographs from scikit-image, scikit-learn and matplotlib, for offline demos and tests.
 
   Whole photos are held out for eval (`DEMO_EVAL_PHOTOS`, or with `eval_set='other_package'` only those from a
-  package that ships no training photo); `len` is the number of photos in the split (the
+  package that ships no training photo); `extra_train_path`, a folder, adds its images to the training photos
+  (and to the 'training_photos' diagnostic set) and is refused if it holds a held-out photo; `len` is the number
+  of photos in the split (the
   pipeline repeats and cuts random crops). Photos that fail to load in this install are skipped, logged and
   counted in `num_skipped`. The photos (~15 MB in all) are decoded once, at construction.
   """
 
-  def __init__(self, split: str, eval_set: str = "eval"):
+  def __init__(self, split: str, eval_set: str = "eval", extra_train_path: str = ""):
     _check_split(split)
     self.split = split
     self.eval_set = eval_set
+    self.extra_train_path = extra_train_path
     held = demo_eval_photos(eval_set)
     wanted = [n for n in DEMO_PHOTOS if n in (held if split == "eval" else demo_eval_photos("training_photos"))]
     self.names: list[str] = []
@@ -312,6 +315,32 @@ class DemoSource:
       self._images.append(image)
     if not self._images:
       raise ValueError(f"no demo photos could be loaded for split {split!r} (tried {wanted})")
+    if extra_train_path and (split == "train" or eval_set == "training_photos"):
+      self._add_training_folder(extra_train_path)
+
+  def _add_training_folder(self, path: str) -> None:
+    """Every image under `path` joins the training photos; one equal to a held-out photo is refused."""
+    if not os.path.isdir(path):
+      raise ValueError(f"config.data.extra_train_path {path!r} does not exist or is not a directory")
+    files = list_images(path)
+    if not files:
+      raise ValueError(f"config.data.extra_train_path {path!r} holds no {'/'.join(IMAGE_EXTENSIONS)} files")
+    held = {}
+    for name in DEMO_EVAL_PHOTOS:
+      try:
+        held[name] = to_rgb(DEMO_PHOTOS[name]())
+      except Exception:  # an unavailable held-out photo cannot leak either
+        continue
+    for file in files:
+      try:
+        image = read_rgb(file)
+      except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"config.data.extra_train_path: {file!r} cannot be read ({error})") from None
+      for name, photo in held.items():
+        if image.shape == photo.shape and np.array_equal(image, photo):
+          raise ValueError(f"config.data.extra_train_path: {file!r} is the held-out demo photo {name!r}")
+      self.names.append("folder:" + os.path.relpath(file, path))
+      self._images.append(image)
 
   def __len__(self) -> int:
     return len(self._images)
@@ -321,6 +350,8 @@ class DemoSource:
 
   def __repr__(self) -> str:
     extra = "" if self.eval_set == "eval" or self.split != "eval" else f", eval_set={self.eval_set!r}"
+    if self.extra_train_path and (self.split == "train" or self.eval_set == "training_photos"):
+      extra += f", extra_train_path={self.extra_train_path!r}"
     return f"DemoSource(split={self.split!r}{extra})"
 
 
@@ -362,7 +393,8 @@ def make_source(data_config, split: str):
   kind = data_config.source
   if kind == "demo":  # eval_split 'other_package' / 'training_photos' picks that set (DEMO_EVAL_SETS); else 'eval'
     eval_split = data_config.get("eval_split")
-    return DemoSource(split, eval_split if eval_split in DEMO_EVAL_SETS else "eval")
+    extra = data_config.get("extra_train_path", "")  # more training photos; the held-out sets do not change
+    return DemoSource(split, eval_split if eval_split in DEMO_EVAL_SETS else "eval", extra_train_path=extra)
   if kind == "folder":
     return FolderSource(data_config.path, split)
   if kind == "tfds":

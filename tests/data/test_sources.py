@@ -283,3 +283,36 @@ def test_demo_second_held_out_set_comes_from_a_package_without_training_photos()
     ValueError, match=r"eval_split for the demo source must be one of \('eval', 'other_package', 'training_photos'\)"
   ):
     sources.DemoSource("eval", "validation")
+
+
+def test_demo_extra_training_folder_adds_photos_and_refuses_held_out_ones(tmp_path):
+  """data.extra_train_path: its images join the demo's training photos (and the training-photo diagnostic set);
+  the held-out sets do not change; a copy of a held-out photo, a missing folder or an unreadable file is one
+  ValueError line; another source is refused by the config check."""
+  from jaxinpaint import configs_lib
+
+  images = _image_folder(str(tmp_path / "more"))
+  base = sources.DemoSource("train")
+  train = sources.DemoSource("train", extra_train_path=str(tmp_path / "more"))
+  assert train.names[: len(base)] == base.names and len(train) == len(base) + len(images)
+  for name, array in images.items():
+    np.testing.assert_array_equal(train[train.names.index("folder:" + name)], array)
+  assert sources.DemoSource("eval", extra_train_path=str(tmp_path / "more")).names == sources.DemoSource("eval").names
+  seen = sources.DemoSource("eval", "training_photos", extra_train_path=str(tmp_path / "more"))
+  assert seen.names == train.names
+  config = ConfigDict(dict(source="demo", name="demo", path="", eval_split="eval", extra_train_path=str(tmp_path)))
+  assert repr(sources.make_source(config, "train")) == f"DemoSource(split='train', extra_train_path={str(tmp_path)!r})"
+
+  _write(str(tmp_path / "leak" / "cat.png"), sources.DEMO_PHOTOS["chelsea"]())
+  with pytest.raises(ValueError, match=r"cat\.png' is the held-out demo photo 'chelsea'"):
+    sources.DemoSource("train", extra_train_path=str(tmp_path / "leak"))
+  with pytest.raises(ValueError, match="does not exist or is not a directory"):
+    sources.DemoSource("train", extra_train_path=str(tmp_path / "nowhere"))
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match=r"x\.png' cannot be read"):
+    sources.DemoSource("train", extra_train_path=str(tmp_path / "bad"))
+  folder_config = configs_lib.load_config_file(os.path.join(ROOT, "configs", "wconv.py"))
+  folder_config.data.extra_train_path = str(tmp_path / "more")
+  with pytest.raises(ValueError, match="adds training photos to the demo source only; data.source is 'tfds'"):
+    configs_lib.validate_config(folder_config)
