@@ -28,8 +28,9 @@ def demo_recipe(c):
   The demo trains the paper's U-Net on the paper's loss, as the full config does. The levers tried for issue 12
   are config keys, off by default because none beat the classical peers within the demo's 1200 steps:
   `model.residual_fill` (the U-Net learns a correction to a parameter-free `model.fill`: push-pull or biharmonic) with
-  `loss.name=hole_log_mse` (minus the metric); per-crop scale, 90-degree rotations, colour jitter, EMA. When
-  training ends, main.py scores the run against the classical peers and prints the margins.
+  `loss.name=hole_log_mse` (minus the metric); per-crop scale, 90-degree rotations, colour jitter, EMA, procedural
+  dead-leaves crops (`data.dead_leaves`, a base config key). When training ends, main.py scores the run against
+  the classical peers and prints the margins.
   """
   c.model.residual_fill = False
   c.model.fill = "push_pull"  # or 'biharmonic' (a JAX conjugate-gradient solve): the fill a residual net corrects

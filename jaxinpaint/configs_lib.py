@@ -110,6 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_examples=200,
       # source='demo' only: a folder whose images join the demo's training photos (the held-out photos stay)
       extra_train_path="",
+      # the fraction of training crops replaced by procedural dead-leaves images (data/synthetic.py); 0 = none
+      dead_leaves=0.0,
     )
   )
   c.data.resize = (313, 256)  # seed 004: CelebA scaled to 256x313 (w x h), then random 256x256 crops
@@ -222,6 +224,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"config.data.extra_train_path adds training photos to the demo source only; data.source is {c.data.source!r}"
     )
+  pipeline._dead_leaves_option(c.data)
   if c.data.source == "folder" and not c.data.path:
     raise ValueError("config.data.source='folder' needs config.data.path (a folder of images)")
   if c.data.image_size <= 0:
@@ -297,7 +300,7 @@ RESUMABLE_KEYS = LAYOUT_KEYS + (
 
 # Keys added after runs were saved, with the value that reproduces what those runs did: a saved config without
 # the key equals a wanted one holding that value (so older runs still resume, evaluate and join ablations).
-ADDED_KEYS = {"model.fill": "push_pull"}
+ADDED_KEYS = {"model.fill": "push_pull", "data.extra_train_path": "", "data.dead_leaves": 0.0}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -167,6 +167,12 @@ def test_restart_with_another_config_is_refused_before_config_json_changes(run, 
   assert configs_lib.run_differences(before_fill, wanted) == []
   wanted.model.fill = "biharmonic"
   assert configs_lib.run_differences(before_fill, wanted) == ["model.fill"]
+  # likewise the data keys added later: no extra training photos, no dead-leaves crops
+  before_data, wanted = load_config("wconv", "demo"), load_config("wconv", "demo")
+  del before_data.data.extra_train_path, before_data.data.dead_leaves
+  assert configs_lib.run_differences(before_data, wanted) == []
+  wanted.data.dead_leaves = 0.5
+  assert configs_lib.run_differences(before_data, wanted) == ["data.dead_leaves"]
   # so may the latent-completion settings of a DCGAN run (scripts/dcgan_loss_table.py re-completes in place)
   dcgan_saved, dcgan = load_config("dcgan"), load_config("dcgan")
   dcgan.completion.discriminator_stats, dcgan.completion.iterations = "running", 7

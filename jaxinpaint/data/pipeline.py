@@ -27,7 +27,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from jaxinpaint.data import sources
+from jaxinpaint.data import sources, synthetic
 
 MaskFn = Callable[[np.random.Generator, int, int], np.ndarray]
 
@@ -138,10 +138,16 @@ def train_example(
   scale_range: tuple[int, int] = (),
   rot90: bool = False,
   jitter: float = 0.0,
+  dead_leaves: float = 0.0,
 ) -> dict[str, np.ndarray]:
   """One training example, all drawn from `rng`: resize and random crop (or a random-scale crop when
-  `scale_range` is set), random horizontal flip, random 90-degree rotation, colour jitter, then a mask."""
-  if scale_range:
+  `scale_range` is set), random horizontal flip, random 90-degree rotation, colour jitter, then a mask.
+
+  With probability `dead_leaves` the crop is replaced by a procedural dead-leaves image (`synthetic`); at 0 the
+  stream is the one it was before that option existed (no draw is spent on it)."""
+  if dead_leaves and rng.random() < dead_leaves:
+    image = synthetic.dead_leaves(rng, size)
+  elif scale_range:
     image = random_scaled_crop(image, size, scale_range, rng)
   else:
     image = random_crop(fit_image(image, size, resize, shorter_side), size, rng)
@@ -204,6 +210,14 @@ def _scale_range_option(data_config) -> tuple[int, int] | tuple[()]:
   return scale
 
 
+def _dead_leaves_option(data_config) -> float:
+  """config.data.dead_leaves, the fraction of training crops that are dead-leaves images, checked."""
+  fraction = float(data_config.get("dead_leaves", 0.0) or 0.0)
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"config.data.dead_leaves={fraction} must be a fraction in [0, 1]")
+  return fraction
+
+
 def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
@@ -246,6 +260,7 @@ def train_batches(
     scale_range=_scale_range_option(config.data),
     rot90=config.data.get("rot90", False),
     jitter=config.data.get("color_jitter", 0.0),
+    dead_leaves=_dead_leaves_option(config.data),
   )
   return (
     grain.MapDataset.source(source)

@@ -370,3 +370,18 @@ def test_bad_scale_range_is_one_clear_error(tmp_path):
   for bad in [(SIZE,), (SIZE - 1, 2 * SIZE), (3 * SIZE, 2 * SIZE)]:
     with pytest.raises(ValueError, match=r"config.data.scale_range=.*image_size=16 <= low <= high"):
       pipeline.make_train_iterator(_config(path, scale_range=bad))
+
+
+def test_dead_leaves_fraction_replaces_crops_and_leaves_the_stream_alone_at_zero(tmp_path):
+  path, images = _noise_folder(tmp_path, 3)
+  plain = _take(pipeline.make_train_iterator(_config(path)), 3)
+  _assert_same(plain, _take(pipeline.make_train_iterator(_config(path, dead_leaves=0.0)), 3))
+  mixed = _take(pipeline.make_train_iterator(_config(path, dead_leaves=0.5)), 4)
+  kinds = [_dihedral_kind(example, images) for batch in mixed for example in batch["image"]]
+  synthetic_count = sum(kind is None for kind in kinds)  # noise windows vs procedural images
+  assert 3 <= synthetic_count <= 13
+  _assert_same(mixed, _take(pipeline.make_train_iterator(_config(path, dead_leaves=0.5)), 4))
+  every = _take(pipeline.make_train_iterator(_config(path, dead_leaves=1.0)), 2)
+  assert all(_dihedral_kind(example, images) is None for batch in every for example in batch["image"])
+  with pytest.raises(ValueError, match=r"config.data.dead_leaves=1.5 must be a fraction in \[0, 1\]"):
+    pipeline.make_train_iterator(_config(path, dead_leaves=1.5))
