@@ -25,7 +25,8 @@ def get_config(arg=None):
 def demo_recipe(c):
   """`make demo`'s additions to the shared demo variant (issue 12; measurements in the README's demo section).
 
-  The demo trains the paper's U-Net on the paper's loss, as the full config does. The levers tried for issue 12
+  The demo trains the paper's U-Net on the paper's loss, as the full config does, with the two full-resolution
+  layers every U-Net demo variant adds (`model.full_res`, configs_lib.apply_variant). The levers tried for issue 12
   are config keys, off by default because none beat the classical peers within the demo's 1200 steps:
   `model.residual_fill` (the U-Net learns a correction to a parameter-free `model.fill`: push-pull or biharmonic) with
   `loss.name=hole_log_mse` (minus the metric); per-crop scale, 90-degree rotations, colour jitter, EMA, procedural

@@ -85,6 +85,11 @@ class InpaintingUNet(nn.Module):
   # interpolation or the biharmonic solve), rather than the whole image (out_channels must equal image channels).
   residual_fill: bool = False
   fill: str = "push_pull"  # the fill a residual_fill net corrects: 'push_pull' or 'biharmonic' (layers/biharmonic.py)
+  # Stride-1 3x3 convs (width features[0]) at the input's resolution before the first strided conv; their output is
+  # the full-resolution skip, and the decoder then ends in one more full-resolution conv before the output conv.
+  # 0 (the paper's net): every feature lives at half resolution or below, and the output is one 3x3 conv of the
+  # nearest-upsampled half-resolution features and the input, too coarse for a correction of a thin stroke.
+  full_res: int = 0
   dtype: Any = jnp.float32  # activation dtype; params stay float32
 
   def _width(self, level: int) -> int:
@@ -115,7 +120,6 @@ class InpaintingUNet(nn.Module):
       if fill is not None:  # a mask-as-channel net can see the fill it corrects (masked convs cannot: they skip holes)
         x = x + (1.0 - valid.astype(self.dtype)) * fill.astype(self.dtype)
       x = jnp.concatenate([x, valid.astype(self.dtype)], axis=-1)
-    skips = [(x, valid)]
 
     def normalise(h, m, name, use_running_average):
       if norm == "none":
@@ -129,6 +133,12 @@ class InpaintingUNet(nn.Module):
       )
 
     h, m = x, valid
+    for i in range(self.full_res):
+      h, m = conv_cls(self._width(0), (3, 3), dtype=self.dtype, name=f"full{i + 1}", **paths)(h, m)
+      if i > 0:
+        h = normalise(h, m, f"full{i + 1}_norm", not train or self.freeze_encoder_norm)
+      h = checkpoint_name(nn.relu(h), BLOCK_OUTPUT)
+    skips = [(h, m)]
     for level in range(self.depth):
       k = self._kernel(level)
       h, m = conv_cls(self._width(level), (k, k), strides=(2, 2), dtype=self.dtype, name=f"enc{level + 1}", **paths)(
@@ -142,8 +152,8 @@ class InpaintingUNet(nn.Module):
     h, m = skips.pop()
     for level in reversed(range(self.depth)):
       skip_h, skip_m = skips.pop()
-      last = level == 0
-      width = self.out_channels if last else self._width(level - 1)
+      last = level == 0 and not self.full_res
+      width = self.out_channels if last else self._width(max(level - 1, 0))
       # DeepFill's rule for gated nets: the output conv is a plain, ungated conv (no sigmoid gate on the image).
       dec_cls = layers.PlainConv if (last and self.conv == "gated") else conv_cls
       # The conv of concat([upsample2(h), skip]) with the masks concatenated per channel (partial/weighted: sum(1)
@@ -168,6 +178,10 @@ class InpaintingUNet(nn.Module):
       if not last:
         h = normalise(h, m, f"dec{level + 1}_norm", not train)
         h = checkpoint_name(nn.leaky_relu(h, 0.2), BLOCK_OUTPUT)
+    if self.full_res:
+      init = {"kernel_init": nn.initializers.zeros_init()} if self.residual_fill else {}
+      out_cls = layers.PlainConv if self.conv == "gated" else conv_cls
+      h, m = out_cls(self.out_channels, (3, 3), dtype=self.dtype, name="out", **init, **paths)(h, m)
     if self.residual_fill:  # the output conv starts at zero: training starts from the fill, not from noise on it
       h = h.astype(jnp.float32) + fill
     return h.astype(jnp.float32)

@@ -175,3 +175,32 @@ def test_both_decoder_forms_compute_the_same_net(conv):
   assert float(loss_s) == pytest.approx(float(loss_c), rel=1e-5)
   with pytest.raises(ValueError, match="decoder must be one of"):
     InpaintingUNet(conv=conv, depth=3, decoder="transpose", **SMALL).init(jax.random.key(0), image, valid)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_full_res_layers_run_at_the_input_resolution_and_still_ignore_hole_content(conv):
+  """`full_res`: stride-1 convs before the first strided conv and one more before the output conv, both at the
+  input's size; hole pixels still change nothing, and a residual net starts exactly at its fill."""
+  model = InpaintingUNet(conv=conv, depth=3, full_res=2, **SMALL)
+  image, valid = _inputs(2, 24, 40)
+  variables = jit_init(model.init)(jax.random.key(1), image, valid)
+  p = variables["params"]
+  assert {"full1", "full2", "full2_norm", "out"} <= p.keys() and "full1_norm" not in p
+  assert p["full1"]["kernel"].shape[:2] == (3, 3) and p["out"]["kernel"].shape[:2] == (3, 3)
+  run = jax.jit(lambda v, x, m: model.apply(v, x, m, capture_intermediates=True))
+  out, state = run(variables, image, valid)
+  for name in ("full1", "full2", "dec1"):  # a masked conv returns (features, mask)
+    assert state["intermediates"][name]["__call__"][0][0].shape[1:] == (24, 40, SMALL["features"][0]), name
+  assert out.shape == image.shape and np.isfinite(np.asarray(out)).all()
+  noise = jax.random.normal(jax.random.key(5), image.shape) * 10
+  noisy, _ = run(variables, image + noise * (1 - valid), valid)
+  np.testing.assert_allclose(np.asarray(noisy), np.asarray(out), atol=1e-4)
+  if conv == "plain":
+    residual = model.clone(residual_fill=True, fill="push_pull")
+    start = residual.apply(jit_init(residual.init)(jax.random.key(2), image, valid), image, valid)
+    expected = InpaintingUNet(conv=conv, depth=3, residual_fill=True, **SMALL).apply(
+      jit_init(InpaintingUNet(conv=conv, depth=3, residual_fill=True, **SMALL).init)(jax.random.key(3), image, valid),
+      image,
+      valid,
+    )
+    np.testing.assert_allclose(np.asarray(start), np.asarray(expected), atol=1e-6)  # both are the fill alone
