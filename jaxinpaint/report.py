@@ -66,6 +66,7 @@ def eval_set_label(data_config) -> str:
     return {
       "other_package": "the held-out photos from a package that ships no training photo",
       "training_photos": "the TRAINING photos (not held out: a diagnostic)",
+      "dead_leaves": "procedural dead-leaves images (data.dead_leaves' distribution: a diagnostic)",
     }.get(split, "the held-out photos")
   return f"the held-out split {split!r}" if data_config.source == "tfds" else "the held-out images"
 

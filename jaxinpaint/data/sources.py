@@ -19,6 +19,8 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps
 
+from jaxinpaint.data import synthetic
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLITS = ("train", "eval")
 
@@ -393,6 +395,9 @@ def make_source(data_config, split: str):
   kind = data_config.source
   if kind == "demo":  # eval_split 'other_package' / 'training_photos' picks that set (DEMO_EVAL_SETS); else 'eval'
     eval_split = data_config.get("eval_split")
+    if eval_split == "dead_leaves" and split == "eval":  # procedural images, cut as the photos are
+      size = data_config.get("shorter_side", 0) or data_config.image_size
+      return synthetic.DeadLeavesSource(data_config.get("eval_examples", 32), size)
     extra = data_config.get("extra_train_path", "")  # more training photos; the held-out sets do not change
     return DemoSource(split, eval_split if eval_split in DEMO_EVAL_SETS else "eval", extra_train_path=extra)
   if kind == "folder":

@@ -77,3 +77,24 @@ def dead_leaves(rng: np.random.Generator, size: int, *, r_min: float = 3.0, r_ma
     canvas[open_] = leaf_colour(rng)
   canvas = canvas.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
   return np.clip(np.round(canvas * 255.0), 0, 255).astype(np.uint8)
+
+
+class DeadLeavesSource:
+  """`count` fixed dead-leaves images of `size` px, image i drawn from its own generator (`seed`, i): the demo's
+  `data.eval_split='dead_leaves'`, new images from the distribution `data.dead_leaves` trains on (a diagnostic of
+  whether a net learns that distribution at all, apart from how it transfers to photos)."""
+
+  def __init__(self, count: int, size: int, seed: int = 2024):
+    if count <= 0 or size <= 0:
+      raise ValueError(f"DeadLeavesSource needs a positive count and size; got count={count}, size={size}")
+    self.count, self.size, self.seed = count, size, seed
+    self._images = [dead_leaves(np.random.default_rng([seed, i]), size) for i in range(count)]
+
+  def __len__(self) -> int:
+    return self.count
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self._images[index]
+
+  def __repr__(self) -> str:
+    return f"DeadLeavesSource(count={self.count}, size={self.size})"

@@ -49,3 +49,17 @@ def test_dead_leaves_refuses_bad_sizes():
     synthetic.dead_leaves(np.random.default_rng(0), 0)
   with pytest.raises(ValueError, match="r_min <= r_max"):
     synthetic.dead_leaves(np.random.default_rng(0), 8, r_min=5.0, r_max=2.0)
+
+
+def test_demo_dead_leaves_eval_set_is_fixed_images_cut_like_the_photos():
+  from jaxinpaint import configs_lib
+  from jaxinpaint.data import sources
+
+  config = configs_lib.load_config_file("configs/wconv.py:demo")
+  config.data.eval_split, config.data.eval_examples = "dead_leaves", 4
+  source = sources.make_source(config.data, "eval")
+  assert isinstance(source, synthetic.DeadLeavesSource) and len(source) == 4
+  assert source[0].shape == (config.data.shorter_side, config.data.shorter_side, 3)  # cut as the photos are
+  again = sources.make_source(config.data, "eval")
+  assert all(np.array_equal(source[i], again[i]) for i in range(4)) and not np.array_equal(source[0], source[1])
+  assert isinstance(sources.make_source(config.data, "train"), sources.DemoSource)  # training data unchanged
