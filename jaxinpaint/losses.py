@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from jaxinpaint import metrics
 from jaxinpaint.models.resnet_pl import load_resnet_pl
 from jaxinpaint.models.vgg import VGG16Features, load_vgg16_params, to_imagenet_input
 
@@ -65,6 +66,17 @@ def hole_log_mse(output, target, valid, eps: float = 1e-4) -> jax.Array:
   sq = jnp.sum(hole * jnp.square(output - target), axis=(1, 2, 3))
   count = jnp.sum(jnp.broadcast_to(hole, output.shape), axis=(1, 2, 3))
   return jnp.mean(jnp.log(sq / jnp.maximum(count, 1.0) + eps))
+
+
+def hole_log_mse_ssim(output, target, valid, ssim_weight: float) -> jax.Array:
+  """hole_log_mse + ssim_weight * mean_b (1 - SSIM(composite_b, target_b)): both of the demo's scores, PSNR on the
+  hole and SSIM of the composite (output clipped to [-1, 1] in the holes, the target elsewhere; both in [0, 1]),
+  as one loss. With PSNR alone a fill can buy dB by smoothing away structure that SSIM counts."""
+  output, target = _check_images(output, target)
+  valid = _check_valid(valid, output)
+  composite = valid * target + (1.0 - valid) * jnp.clip(output, -1.0, 1.0)
+  ssim = metrics.ssim((target + 1.0) / 2.0, (composite + 1.0) / 2.0)
+  return hole_log_mse(output, target, valid) + ssim_weight * jnp.mean(1.0 - ssim)
 
 
 def valid_l1(output, target, valid) -> jax.Array:

@@ -1,5 +1,7 @@
-"""Inpainting models: the U-Net, the DeepFill v1/v2 generators and their critics, the DCGAN; `MODELS` by config name."""
+"""Inpainting models: the U-Net, the DeepFill v1/v2 generators and their critics, the DCGAN, the learned diffusion
+fill; `MODELS` by config name."""
 
+from jaxinpaint.layers.diffusion import DiffusionFill
 from jaxinpaint.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from jaxinpaint.models.deepfill import DeepFillV1Generator, DeepFillV2Generator
 from jaxinpaint.models.discriminators import GlobalCritic, LocalCritic, SNPatchGAN
@@ -9,7 +11,7 @@ from jaxinpaint.models.unet import InpaintingUNet, composite, upsample2
 MODELS = {"unet": InpaintingUNet}
 MODELS.update({"dcgan_generator": DCGANGenerator, "dcgan_discriminator": DCGANDiscriminator})
 MODELS.update({"deepfill_v2": DeepFillV2Generator, "deepfill_v1": DeepFillV1Generator})
-MODELS.update({"lama": LamaGenerator})
+MODELS.update({"lama": LamaGenerator, "diffusion": DiffusionFill})
 
 
 def make_model(name: str, **kwargs):
@@ -24,6 +26,7 @@ __all__ = [
   "DCGANGenerator",
   "DeepFillV1Generator",
   "DeepFillV2Generator",
+  "DiffusionFill",
   "GlobalCritic",
   "InpaintingUNet",
   "LamaGenerator",

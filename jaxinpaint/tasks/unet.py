@@ -1,4 +1,5 @@
-"""The U-Net task: a generator trained by a reconstruction loss, in any conv mode (PConv, WConv, gated, plain).
+"""The U-Net task: a generator trained by a reconstruction loss, in any conv mode (PConv, WConv, gated, plain), or
+the learned diffusion fill (`models.MODELS['diffusion']`) by the same step.
 
 Two stages with `optim.schedule='finetune'` (the partial-conv paper): 'main', then 'finetune' from
 `optim.finetune_step` with the encoder's norms frozen at their running statistics.
@@ -38,6 +39,8 @@ class InpaintingTask:
   def model(self):
     kwargs = dict(self.config.model)
     name = kwargs.pop("name")
+    if name != "unet":  # a model with no norms to freeze and no activation dtype: the learned diffusion fill
+      return models.make_model(name, **kwargs)
     if not kwargs.get("norm"):
       kwargs.pop("norm", None)
     kwargs["freeze_encoder_norm"] = bool(kwargs.get("freeze_encoder_norm")) or self.finetune
@@ -88,7 +91,10 @@ class InpaintingTask:
     if name == "hole_log_mse":
       value = losses.hole_log_mse(output, target, valid)
       return value, {"hole_log_mse": value}
-    raise ValueError(f"config.loss.name must be pconv, mse, l1 or hole_log_mse; got {name!r}")
+    if name == "hole_log_mse_ssim":
+      value = losses.hole_log_mse_ssim(output, target, valid, self.config.loss.ssim_weight)
+      return value, {"hole_log_mse_ssim": value}
+    raise ValueError(f"config.loss.name must be pconv, mse, l1, hole_log_mse or hole_log_mse_ssim; got {name!r}")
 
   def loss_fn(
     self, params: PyTree, model_state: PyTree, batch: dict[str, jax.Array], rng: jax.Array, step: jax.Array
