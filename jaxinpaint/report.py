@@ -32,7 +32,7 @@ def margins(results, model: str, metrics: Sequence[str] = ("psnr", "ssim")) -> d
 
 def margin_table(results, model: str, fill: str | None = None) -> str:
   """Markdown: per mask kind and metric, the model, each classical peer and the margin over the best peer; with
-  `fill` (the method name of the parameter-free fill a `residual_fill` model corrects), also that fill and what
+  `fill` (the method name of the parameter-free fill the model starts from, `start_fill`), also that fill and what
   the learning adds over it."""
   from jaxinpaint.eval.mask_sets import kind_label
 
@@ -71,9 +71,26 @@ def eval_set_label(data_config) -> str:
   return f"the held-out split {split!r}" if data_config.source == "tfds" else "the held-out images"
 
 
+def start_fill(model_config):
+  """(FILLS key, fill function) of the parameter-free fill a model starts from and learns on top of: a
+  `residual_fill` U-Net's `model.fill`, the diffusion model's biharmonic fill (its own iteration count); else None."""
+  import functools
+
+  from jaxinpaint.layers.biharmonic import biharmonic_fill
+  from jaxinpaint.models import unet
+
+  if model_config.get("name") == "diffusion":
+    return "biharmonic", functools.partial(biharmonic_fill, iterations=model_config.iterations)
+  if model_config.get("residual_fill", False):
+    name = model_config.get("fill", "push_pull")
+    return name, unet.FILLS[name]
+  return None
+
+
 def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
   """`evaluate.evaluate` on the run in `workdir` (writes eval_results.*), then prints the margin table to stdout
-  (for a `model.residual_fill` run, with the fill alone scored on the same examples); returns the margins."""
+  (for a model that starts from a parameter-free fill, `start_fill`, with that fill alone scored on the same
+  examples); returns the margins."""
   import os
 
   import jax
@@ -81,14 +98,14 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
 
   from jaxinpaint import evaluate, runs
   from jaxinpaint.eval import harness, mask_sets
-  from jaxinpaint.models import unet
 
   results = evaluate.evaluate(config, workdir, progress=False)
   model = os.path.basename(os.path.normpath(workdir))
   fill = None
-  if config.model.get("residual_fill", False):
-    name = config.model.get("fill", "push_pull")
-    fill_fn = jax.jit(unet.FILLS[name])  # the very fill the model adds its correction to
+  start = start_fill(config.model)
+  if start is not None:
+    name, fill_fn = start
+    fill_fn = jax.jit(fill_fn)  # the very fill the model adds its correction to
     method = harness.Method(lambda image, valid: np.asarray(fill_fn(image, valid)), on_host=True)
     eval_set = mask_sets.EvalSet.from_config(runs.with_defaults(config), jax.device_count())
     fill = FILLS[name]

@@ -74,6 +74,26 @@ def test_a_residual_run_is_printed_beside_the_very_fill_it_corrects(tmp_path, ca
   assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows
 
 
+def test_the_diffusion_model_is_printed_beside_the_biharmonic_fill_it_starts_from(tmp_path, capsys):
+  """Untrained, the diffusion fill is the biharmonic fill of its own iteration count (20 in :tiny), so `learned`
+  reads +0.00; scoring the default 100-step fill instead would show a difference."""
+  from jaxinpaint import runs
+
+  from helpers import load_config, save_run  # tests/helpers.py
+
+  config = runs.with_defaults(load_config("diffusion"))
+  config.eval.update(masks="centre,free_form", examples=8, baselines="telea,biharmonic")
+  workdir = str(tmp_path / "run")
+  save_run(config, workdir)
+  report.evaluate_and_print(config, workdir)
+  lines = capsys.readouterr().out.splitlines()
+  header = next(line for line in lines if line.startswith("| mask"))
+  assert "| run | JAX biharmonic fill (no learning) | OpenCV Telea |" in header
+  rows = [line for line in lines if line.startswith("| Centre") or line.startswith("| Free-form")]
+  learned = [float(row.rstrip(" |").split(" | ")[-1]) for row in rows]
+  assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows
+
+
 def test_main_report_mode_prints_the_margin_table_for_a_finished_run(tmp_path):
   import os
   import subprocess
