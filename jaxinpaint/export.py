@@ -156,12 +156,13 @@ CONFIG_NAMES = {
   "deepfill/deepfill_v2": "gated",
   "deepfill/deepfill_v1": "deepfill_v1",
   "lama/lama": "lama",
+  "inpainting/diffusion": "diffusion",
 }
 
 
 def family(config) -> str:
   """'unet/<conv>' for the U-Nets, '<task>/<model name>' for the others ('deepfill/deepfill_v2', ...)."""
-  if config.task == "inpainting":
+  if config.task == "inpainting" and config.model.name == "unet":
     return f"unet/{config.model.conv}"
   return f"{config.task}/{config.model.name}"
 

@@ -200,6 +200,24 @@ def test_other_families_export_and_deserialise(name, tmp_path):
   check_fill(np.asarray(exported.call(images, holes)), images, holes, expected(model, images, holes), name)
 
 
+def test_the_diffusion_fill_exports_fixed_sizes_that_match_inpaint(tmp_path):
+  """The diffusion fill starts from the biharmonic fill, which starts from push-pull: with a symbolic H, W the
+  pyramid's evenness test cannot be decided, and it used to end the pyramid silently (the stride-1 export then
+  differed from inpaint by 126 grey levels). Now push-pull refuses symbolic sizes and the export is fixed-size."""
+  import jax
+
+  workdir = str(tmp_path / "run")
+  make_run(workdir, name="diffusion", seed=7)
+  model = inpaint.load(workdir)
+  for folder, size, shape in (("default", None, (32, 32)), ("wide", (64, 96), (64, 96))):
+    info = export.export_run(model, str(tmp_path / folder), saved_model=False, size=size)
+    assert info["family"] == "inpainting/diffusion" and info["config"] == "configs/diffusion.py"
+    assert info["stride"] is None, info["stride"]
+    exported = jax.export.deserialize(bytearray(open(tmp_path / folder / export.STABLEHLO_FILE, "rb").read()))
+    images, holes = astronaut(2, *shape, seed=8)
+    check_fill(np.asarray(exported.call(images, holes)), images, holes, expected(model, images, holes), folder)
+
+
 def test_a_model_that_cannot_be_symbolic_exports_fixed_sizes(tmp_path):
   """The demo U-Net's push-pull fill builds a pyramid as deep as H and W stay even, so no symbolic H, W: the export
   falls back to the training size, and `size` exports another fixed size that matches inpaint there."""

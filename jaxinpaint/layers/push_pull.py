@@ -32,6 +32,10 @@ def push_pull_fill(image: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
   comes back as zeros."""
   image = jnp.asarray(image, jnp.float32)
   valid = jnp.asarray(valid, jnp.float32)
+  if not all(isinstance(d, int) for d in image.shape[1:3]):  # a symbolic H or W would silently end the pyramid
+    raise ValueError(
+      f"push_pull_fill needs concrete image sizes (its pyramid depth depends on them); got {image.shape}"
+    )
   levels = []
   x, m = image, valid  # x: the level's mean value where m > 0 (anything where m = 0)
   while x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0 and min(x.shape[1:3]) > 1:
