@@ -520,3 +520,22 @@ def test_slurm_script_requeues_on_143_only(tmp_path):
   assert (code, requeues) == (3, ""), out  # a failure stays a failure
   code, out, requeues = _sbatch(tmp_path / "c", "exit 0")
   assert (code, requeues) == (0, ""), out
+
+
+@pytest.mark.parametrize(
+  "path,value,expected",
+  [
+    ("loss.ssim_weight", -1.0, "config.loss.ssim_weight must be a finite number >= 0; got -1.0"),
+    ("loss.ssim_weight", float("inf"), "config.loss.ssim_weight must be a finite number >= 0; got inf"),
+    ("model.kernel_size", 4, "config.model.kernel_size must be odd; got 4"),
+    ("model.centres", 1, "config.model.centres must be >= 2; got 1"),
+    ("model.radius", 0.0, "config.model.radius must be positive; got 0.0"),
+  ],
+)
+def test_bad_diffusion_values_are_one_line(path, value, expected):
+  config = load_config("diffusion")
+  group, key = path.split(".")
+  config[group][key] = value
+  with pytest.raises(ValueError) as info:
+    configs_lib.validate_config(config)
+  assert str(info.value) == expected
