@@ -58,20 +58,28 @@ def test_a_residual_run_is_printed_beside_the_very_fill_it_corrects(tmp_path, ca
   biharmonic fill the config names — and would not if the report scored push-pull instead."""
   from jaxinpaint import runs
 
-  from helpers import load_config, save_run  # tests/helpers.py
+  from helpers import load_config  # tests/helpers.py
 
   config = runs.with_defaults(load_config("wconv"))
   config.model.residual_fill, config.model.fill, config.model.conv = True, "biharmonic", "plain"
+  header, rows, learned = _untrained_run_table(config, tmp_path, capsys)
+  assert "| run | JAX biharmonic fill (no learning) | OpenCV Telea | Biharmonic (skimage) |" in header
+  assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows
+
+
+def _untrained_run_table(config, tmp_path, capsys):
+  """The margin table printed for an untrained run of `config`: (header, the four rows, their learned column)."""
+  from helpers import save_run  # tests/helpers.py
+
   config.eval.update(masks="centre,free_form", examples=8, baselines="telea,biharmonic")
   workdir = str(tmp_path / "run")
   save_run(config, workdir)
   report.evaluate_and_print(config, workdir)
   lines = capsys.readouterr().out.splitlines()
   header = next(line for line in lines if line.startswith("| mask"))
-  assert "| run | JAX biharmonic fill (no learning) | OpenCV Telea | Biharmonic (skimage) |" in header
   rows = [line for line in lines if line.startswith("| Centre") or line.startswith("| Free-form")]
   learned = [float(row.rstrip(" |").split(" | ")[-1]) for row in rows]  # rounded: -0.0000 from float noise
-  assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows
+  return header, rows, learned
 
 
 def test_the_diffusion_model_is_printed_beside_the_biharmonic_fill_it_starts_from(tmp_path, capsys):
@@ -79,18 +87,11 @@ def test_the_diffusion_model_is_printed_beside_the_biharmonic_fill_it_starts_fro
   reads +0.00; scoring the default 100-step fill instead would show a difference."""
   from jaxinpaint import runs
 
-  from helpers import load_config, save_run  # tests/helpers.py
+  from helpers import load_config  # tests/helpers.py
 
   config = runs.with_defaults(load_config("diffusion"))
-  config.eval.update(masks="centre,free_form", examples=8, baselines="telea,biharmonic")
-  workdir = str(tmp_path / "run")
-  save_run(config, workdir)
-  report.evaluate_and_print(config, workdir)
-  lines = capsys.readouterr().out.splitlines()
-  header = next(line for line in lines if line.startswith("| mask"))
+  header, rows, learned = _untrained_run_table(config, tmp_path, capsys)
   assert "| run | JAX biharmonic fill (no learning) | OpenCV Telea |" in header
-  rows = [line for line in lines if line.startswith("| Centre") or line.startswith("| Free-form")]
-  learned = [float(row.rstrip(" |").split(" | ")[-1]) for row in rows]
   assert len(rows) == 4 and max(map(abs, learned)) < 1e-3, rows
 
 
