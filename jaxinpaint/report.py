@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from jaxinpaint import baselines
 
 MARGIN_METRICS = (("psnr", "PSNR hole (dB)"), ("ssim", "SSIM"))
@@ -33,7 +35,7 @@ def margins(results, model: str, metrics: Sequence[str] = ("psnr", "ssim")) -> d
 def margin_table(results, model: str, fill: str | None = None) -> str:
   """Markdown: per mask kind and metric, the model, each classical peer and the margin over the best peer; with
   `fill` (the method name of the parameter-free fill the model starts from, `start_fill`), also that fill and what
-  the learning adds over it."""
+  the learning adds over it (`learned_cell`)."""
   from jaxinpaint.eval.mask_sets import kind_label
 
   peers = list(dict.fromkeys(r["method"] for r in results.rows if r["classical"] and r["method"] != FLOOR))
@@ -51,9 +53,21 @@ def margin_table(results, model: str, fill: str | None = None) -> str:
     digits = 2 if metric == "psnr" else 4
     cells = [f"{results.value(m, kind, metric):.{digits}f}" for m in shown] + [f"{gap:+.{digits}f}"]
     if fill:
-      cells.append(f"{results.value(model, kind, metric) - results.value(fill, kind, metric):+.{digits}f}")
+      cells.append(learned_cell(results, model, fill, kind, metric, digits))
     lines.append(f"| {kind_label(kind)} | {labels[metric]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def learned_cell(results, model: str, fill: str, kind: str, metric: str, digits: int) -> str:
+  """model - fill, and where both were scored per example on the same examples, `± s.e.` of that mean paired
+  difference and on how many examples the model is ahead ("+0.14 ± 0.10 (21/32)")."""
+  gain = results.value(model, kind, metric) - results.value(fill, kind, metric)
+  a, b = (results.per_example.get((m, kind), {}).get(metric) for m in (model, fill))
+  if a is None or b is None or len(a) != len(b) or len(a) < 2:
+    return f"{gain:+.{digits}f}"
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  se = d.std(ddof=1) / np.sqrt(len(d))
+  return f"{gain:+.{digits}f} ± {se:.{digits}f} ({int((d > 0).sum())}/{len(d)})"
 
 
 FILLS = {"push_pull": "Push-pull fill (no learning)", "biharmonic": "JAX biharmonic fill (no learning)"}
@@ -94,7 +108,6 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
   import os
 
   import jax
-  import numpy as np
 
   from jaxinpaint import evaluate, runs
   from jaxinpaint.eval import harness, mask_sets
@@ -109,7 +122,9 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
     method = harness.Method(lambda image, valid: np.asarray(fill_fn(image, valid)), on_host=True)
     eval_set = mask_sets.EvalSet.from_config(runs.with_defaults(config), jax.device_count())
     fill = FILLS[name]
-    results.rows += harness.evaluate_methods({fill: method}, eval_set, progress=False).rows
+    scored = harness.evaluate_methods({fill: method}, eval_set, progress=False)
+    results.rows += scored.rows
+    results.per_example.update(scored.per_example)
   info = results.info
   print(
     f"\n{model} (step {info['step']}) against the classical peers: {info['examples']} crops per mask kind of "
@@ -117,4 +132,10 @@ def evaluate_and_print(config, workdir: str) -> dict[tuple[str, str], float]:
     "composite):\n"
   )
   print(margin_table(results, model, fill), flush=True)
+  if fill:
+    print(
+      "\nlearned: the model minus the fill it starts from, ± the standard error of that paired difference over the "
+      "crops, and on how many crops the model is ahead.",
+      flush=True,
+    )
   return margins(results, model)

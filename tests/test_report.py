@@ -53,6 +53,21 @@ def test_margin_table_with_the_fill_shows_what_learning_adds():
   assert report.margins(results, "demo") == report.margins(_results(), "demo")  # the fill is not a peer
 
 
+def test_learned_cell_gives_the_paired_standard_error_and_wins():
+  import numpy as np
+
+  results = _results()
+  model, fill = np.array([22.0, 21.0, 23.5, 20.0]), np.array([21.0, 21.5, 22.0, 19.0])
+  results.rows += [{"method": "fill", "kind": "free_form", "classical": False, "n": 4, "psnr": fill.mean()}]
+  results.rows[0]["psnr"] = model.mean()
+  results.per_example = {("demo", "free_form"): {"psnr": model}, ("fill", "free_form"): {"psnr": fill}}
+  d = model - fill  # +1, -0.5, +1.5, +1: mean 0.75, ahead on 3 of 4
+  se = np.sqrt(np.sum((d - d.mean()) ** 2) / 3) / 2
+  assert report.learned_cell(results, "demo", "fill", "free_form", "psnr", 2) == f"+0.75 ± {se:.2f} (3/4)"
+  results.per_example = {}  # rows averaged over seeds carry no per-example values: the mean alone
+  assert report.learned_cell(results, "demo", "fill", "free_form", "psnr", 2) == "+0.75"
+
+
 def test_a_residual_run_is_printed_beside_the_very_fill_it_corrects(tmp_path, capsys):
   """An untrained residual net returns its fill exactly (zero output conv), so `learned` must read +0.00 for the
   biharmonic fill the config names — and would not if the report scored push-pull instead."""
@@ -78,7 +93,8 @@ def _untrained_run_table(config, tmp_path, capsys):
   lines = capsys.readouterr().out.splitlines()
   header = next(line for line in lines if line.startswith("| mask"))
   rows = [line for line in lines if line.startswith("| Centre") or line.startswith("| Free-form")]
-  learned = [float(row.rstrip(" |").split(" | ")[-1]) for row in rows]  # rounded: -0.0000 from float noise
+  learned = [float(row.rstrip(" |").split(" | ")[-1].split(" ")[0]) for row in rows]  # rounded: -0.0000 from noise
+  assert all(row.rstrip(" |").endswith("/8)") for row in rows), rows  # the paired s.e. over the 8 crops
   return header, rows, learned
 
 

@@ -130,6 +130,8 @@ class Results:
   rows: one dict per (method, kind): method, kind, classical, n, and the mean of every metric.
   kinds: per kind, the mean hole ratio and the ground truth's TV (x100) over the pairs touching the hole.
   samples: per kind, the first examples: image (ground truth), valid, and each method's composite, [-1, 1].
+  per_example: per (method, kind), each metric's values on the real examples in order (for paired comparisons
+  of two methods on the same examples; not written to the eval_results files).
   """
 
   rows: list[dict[str, Any]]
@@ -137,6 +139,7 @@ class Results:
   samples: dict[str, dict[str, Any]]
   notes: list[str]
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  per_example: dict[tuple[str, str], dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
   def value(self, method: str, kind: str, metric: str) -> float:
     return self.row(method, kind)[metric]
@@ -185,7 +188,7 @@ def evaluate_methods(
   source = sources.make_source(eval_set.data, "eval") if source is None else source
   perceptual = perceptual or perceptual_lib.Perceptual()
   pidx, pcount = jax.process_index(), jax.process_count()
-  rows, kinds, samples = [], {}, {}
+  rows, kinds, samples, per_examples = [], {}, {}, {}
   # Example i is the same crop under every mask kind, so the real images' statistics are gathered once.
   fid_real = perceptual_lib.GaussianStats(perceptual_lib.INCEPTION_DIM) if perceptual.fid_features else None
   bar = progress_lib.bar(
@@ -248,6 +251,7 @@ def evaluate_methods(
         "pack_id": eval_set.packs[kind].id if kind in eval_set.packs else "",
       }
       row.update({m: mean(v) for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")})
+      per_examples[(name, kind)] = {m: v[w > 0] for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")}
       if fid_real is not None:
         row["fid"] = perceptual_lib.fid_from_stats(fid_real, fid_fake[name])
       rows.append(row)
@@ -262,4 +266,4 @@ def evaluate_methods(
     "packs": {k: p.summary() for k, p in eval_set.packs.items()},
     "losses": {name: method.loss for name, method in methods.items()},
   }
-  return Results(rows, kinds, samples, list(perceptual.notes), info)
+  return Results(rows, kinds, samples, list(perceptual.notes), info, per_examples)
