@@ -1,6 +1,6 @@
 """The model-versus-classical-peers margin table that `make demo` prints when it finishes (issue 12).
 
-  python -m jaxinpaint.main --config=configs/wconv.py:demo --workdir=runs/wconv_demo   # trains, then prints it
+  python -m jaxinpaint.main --config=configs/diffusion.py:demo --workdir=runs/diffusion_demo   # trains, then prints it
 
 For each mask kind the model was scored on, and each headline metric (PSNR on the hole, SSIM on the composite),
 one row: the model, every classical peer, and the margin `model - best peer` (positive = the model wins).
