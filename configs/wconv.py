@@ -23,7 +23,7 @@ def get_config(arg=None):
 
 
 def demo_recipe(c):
-  """The WConv demo's additions to the shared demo variant (issue 12; measurements in the README's WConv demo section).
+  """The WConv demo's additions to the shared demo variant (issue 12; measurements in the README's WConv section).
 
   The demo trains the paper's U-Net on the paper's loss, as the full config does, with the two full-resolution
   layers every U-Net demo variant adds (`model.full_res`, configs_lib.apply_variant). The levers tried for issue 12
