@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from jaxinpaint import metrics
+from jaxinpaint import imaging, metrics
 from jaxinpaint.models.resnet_pl import load_resnet_pl
 from jaxinpaint.models.vgg import VGG16Features, load_vgg16_params, to_imagenet_input
 
@@ -74,8 +74,8 @@ def hole_log_mse_ssim(output, target, valid, ssim_weight: float) -> jax.Array:
   as one loss. With PSNR alone a fill can buy dB by smoothing away structure that SSIM counts."""
   output, target = _check_images(output, target)
   valid = _check_valid(valid, output)
-  composite = valid * target + (1.0 - valid) * jnp.clip(output, -1.0, 1.0)
-  ssim = metrics.ssim((target + 1.0) / 2.0, (composite + 1.0) / 2.0)
+  composite = imaging.composite(target, jnp.clip(output, -1.0, 1.0), valid)
+  ssim = metrics.ssim(imaging.to01(target), imaging.to01(composite))
   return hole_log_mse(output, target, valid) + ssim_weight * jnp.mean(1.0 - ssim)
 
 
