@@ -250,8 +250,9 @@ def evaluate_methods(
         "loss": method.loss,
         "pack_id": eval_set.packs[kind].id if kind in eval_set.packs else "",
       }
-      row.update({m: mean(v) for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")})
-      per_examples[(name, kind)] = {m: v[w > 0] for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")}
+      scores = {m: v for m, v in per_example.items() if m not in ("target_tv", "hole_ratio")}
+      row.update({m: mean(v) for m, v in scores.items()})
+      per_examples[(name, kind)] = {m: v[w > 0] for m, v in scores.items()}
       if fid_real is not None:
         row["fid"] = perceptual_lib.fid_from_stats(fid_real, fid_fake[name])
       rows.append(row)
