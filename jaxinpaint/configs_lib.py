@@ -245,13 +245,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
       raise ValueError(f"config.loss.ssim_weight must be a finite number >= 0; got {weight!r}")
   if c.model.name == "diffusion":
-    for key, least in (("stages", 0), ("filters", 1), ("kernel_size", 1), ("centres", 2), ("iterations", 0)):
-      if c.model[key] < least:
-        raise ValueError(f"config.model.{key} must be >= {least}; got {c.model[key]}")
-    if c.model.kernel_size % 2 == 0:
-      raise ValueError(f"config.model.kernel_size must be odd; got {c.model.kernel_size}")
-    if not c.model.radius > 0:
-      raise ValueError(f"config.model.radius must be positive; got {c.model.radius}")
+    from jaxinpaint.layers.diffusion import check_options
+
+    check_options("config.model.", **{k: v for k, v in c.model.items() if k != "name"})
   if c.model.name == "unet":
     layers.get_conv(c.model.conv)
     from jaxinpaint.models.unet import DECODERS

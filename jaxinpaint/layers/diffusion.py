@@ -43,6 +43,19 @@ def rbf_influence(z: jnp.ndarray, weights: jnp.ndarray, radius: float) -> jnp.nd
   return jnp.einsum("...kj,kj->...k", basis, weights)
 
 
+def check_options(prefix: str, **options) -> None:
+  """ValueError '<prefix><name> must be ...' for a size no stage can use: stages / iterations < 0, filters < 1,
+  kernel_size < 1 or even, centres < 2 (the RBF spacing needs two), radius <= 0; names not given are not checked."""
+  least = {"stages": 0, "filters": 1, "kernel_size": 1, "centres": 2, "iterations": 0}
+  for key, value in options.items():
+    if key in least and value < least[key]:
+      raise ValueError(f"{prefix}{key} must be >= {least[key]}; got {value}")
+  if "kernel_size" in options and options["kernel_size"] % 2 == 0:
+    raise ValueError(f"{prefix}kernel_size must be odd; got {options['kernel_size']}")
+  if "radius" in options and not options["radius"] > 0:
+    raise ValueError(f"{prefix}radius must be positive; got {options['radius']}")
+
+
 class DiffusionStage(nn.Module):
   """One gradient step of a learned energy on the hole pixels: u - hole * F^T psi(F u), per channel."""
 
@@ -53,10 +66,9 @@ class DiffusionStage(nn.Module):
 
   @nn.compact
   def __call__(self, u: jnp.ndarray, hole: jnp.ndarray) -> jnp.ndarray:
-    if self.kernel_size % 2 == 0 or self.kernel_size < 1:
-      raise ValueError(f"DiffusionStage kernel_size must be odd and positive; got {self.kernel_size}")
-    if self.centres < 2:
-      raise ValueError(f"DiffusionStage needs at least 2 RBF centres; got {self.centres}")
+    check_options(
+      "DiffusionStage.", filters=self.filters, kernel_size=self.kernel_size, centres=self.centres, radius=self.radius
+    )
     b, h, w, c = u.shape
     f = self.param("filters", nn.initializers.normal(0.1), (self.kernel_size, self.kernel_size, 1, self.filters))
     f = f - jnp.mean(f, axis=(0, 1), keepdims=True)  # zero-mean: a flat image has zero energy and stays flat
